@@ -1,0 +1,58 @@
+/* GET /api: what this service is and what it offers. */
+#include <stdio.h>
+
+#include "handlers/handlers.h"
+#include "jsonx.h"
+#include "worker.h"
+
+
+void h_json(struct http_response *res, int status, struct json_object *obj)
+{
+	const char *s;
+	size_t len;
+
+	if (obj == NULL) {
+		http_error(res, 500, "Out of memory");
+		return;
+	}
+	s = jsonx_dump(obj, &len);
+	if (s == NULL) {
+		json_object_put(obj);
+		http_error(res, 500, "Out of memory");
+		return;
+	}
+	res->status = status;
+	buf_reset(&res->body);
+	buf_append(&res->body, s, len);
+	json_object_put(obj);
+}
+
+void h_api_index(struct app *app, struct http_request *req, struct http_response *res,
+    const struct route_match *m)
+{
+	struct json_object *o = json_object_new_object(), *eps = json_object_new_object();
+	char key[160];
+
+	(void)app; (void)req; (void)m;
+	if (o == NULL || eps == NULL)
+		goto fail;
+	for (size_t i = 0; i < router_nroutes; i++) {
+		const struct route *r = &router_routes[i];
+		snprintf(key, sizeof key, "%s %s", http_method_name(r->method), r->pattern);
+		if (jsonx_add_str(eps, key, r->desc) < 0)
+			goto fail;
+	}
+	if (jsonx_add_bool(o, "success", true) < 0 || jsonx_add_str(o, "name", "bloqr-backend") < 0 ||
+	    jsonx_add_str(o, "version", PACKAGE_VERSION) < 0)
+		goto fail;
+	if (jsonx_add(o, "endpoints", eps) < 0) {
+		eps = NULL;
+		goto fail;
+	}
+	h_json(res, 200, o);
+	return;
+fail:
+	json_object_put(eps);
+	json_object_put(o);
+	http_error(res, 500, "Out of memory");
+}

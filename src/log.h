@@ -1,0 +1,20 @@
+/* One-line logs to stderr (the web server's or supervisor's error log). */
+#ifndef BLOQR_LOG_H
+#define BLOQR_LOG_H
+
+enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/* Messages above this level are dropped before formatting. */
+extern enum log_level log_threshold;
+
+/* Request id shown on every line while a request is served; NULL outside. */
+void log_set_request_id(const char *rid);
+
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define log_info(...)  do { if (log_threshold >= LOG_LVL_INFO) log_msg(LOG_LVL_INFO, __VA_ARGS__); } while (0)
+#define log_debug(...) do { if (log_threshold >= LOG_LVL_DEBUG) log_msg(LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
+
+#endif

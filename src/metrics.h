@@ -1,0 +1,27 @@
+/* Counters and histograms for GET /metrics. In the pool they live in one
+ * shared anonymous mapping made by the master before it forks, so every
+ * worker adds to the same numbers (lock-free atomics) and any worker can
+ * render the whole pool's view. */
+#ifndef BLOQR_METRICS_H
+#define BLOQR_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* Map the shared area; call once in the process that forks the others.
+ * Safe to call again (no-op). -1 when the mapping fails. */
+int metrics_init(void);
+void metrics_fini(void);
+
+/* route: index in router_routes, or -1 for a request that matched none. */
+void metrics_request(int route, int status, long long duration_us);
+void metrics_count_pg_error(void);
+void metrics_count_pg_reconnect(void);
+void metrics_count_worker_restart(void);
+
+/* Prometheus text exposition format 0.0.4. */
+int metrics_render(struct buf *out);
+
+#endif

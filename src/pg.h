@@ -1,0 +1,71 @@
+/* One PostgreSQL connection for the life of a process: lazy connect,
+ * reconnect with back-off, prepared statements made once per connection,
+ * and errors sorted into what the client should be told. */
+#ifndef BLOQR_PG_H
+#define BLOQR_PG_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+/* A statement owned by the module whose table it touches: a static const
+ * object, prepared on first use under `name` and again after a reconnect.
+ * `retry` marks statements safe to run twice (reads): when the connection is
+ * found dead they are re-sent once on a fresh connection. */
+struct pg_stmt {
+	const char *name;
+	const char *sql;
+	int nparams;
+	bool retry;
+};
+
+enum pg_err {
+	PG_OK = 0,
+	PG_EUNAVAIL = -1,   /* server unreachable, restarting, timed out: 503 */
+	PG_EINPUT = -2,     /* the data was refused (check constraint, bad value): 400 */
+	PG_ECONFLICT = -3,  /* unique violation: 409 */
+	PG_EBUG = -4,       /* anything else: 500, logged */
+};
+
+struct pg;
+
+/* A handle that has not connected yet; NULL only when out of memory.
+ * The url and app name are copied. */
+struct pg *pg_new(const char *url, long statement_timeout_ms, const char *app_name);
+void pg_free(struct pg *pg);
+
+/* Connect if not connected and the back-off allows it. */
+int pg_connect(struct pg *pg) __attribute__((warn_unused_result));
+bool pg_connected(const struct pg *pg);
+/* Drop the connection (e.g. after fork in the parent). */
+void pg_disconnect(struct pg *pg);
+
+/* Run a prepared statement. Returns a result the caller must PQclear, or
+ * NULL with *err set. A result is returned only for PGRES_TUPLES_OK and
+ * PGRES_COMMAND_OK. Parameters are text; NULL pointers are SQL NULLs. */
+PGresult *pg_query(struct pg *pg, const struct pg_stmt *st, const char *const *params, int *err)
+	__attribute__((warn_unused_result));
+
+/* Run trusted SQL text with no parameters (migrations, BEGIN/COMMIT). */
+PGresult *pg_exec(struct pg *pg, const char *sql, int *err) __attribute__((warn_unused_result));
+
+/* BEGIN / COMMIT / ROLLBACK; pg_rollback is safe to call in any state. */
+int pg_begin(struct pg *pg) __attribute__((warn_unused_result));
+int pg_commit(struct pg *pg) __attribute__((warn_unused_result));
+void pg_rollback(struct pg *pg);
+
+/* Live probe: SELECT 1, reconnecting once if the connection was dead.
+ * latency_ms gets the round trip. */
+int pg_ping(struct pg *pg, double *latency_ms);
+
+/* The last server or client error, for logs only (never for clients). */
+const char *pg_last_error(const struct pg *pg);
+/* SQLSTATE of the last failed statement, "" when none. */
+const char *pg_last_sqlstate(const struct pg *pg);
+
+/* The raw connection, for the admin CLI; NULL when not connected. */
+PGconn *pg_conn(struct pg *pg);
+
+/* Sort a SQLSTATE into enum pg_err. */
+int pg_classify(const char *sqlstate);
+
+#endif

@@ -1,0 +1,30 @@
+/* The pool master: binds the listening socket, forks the workers, restarts
+ * those that die, replaces them one by one on SIGHUP and drains them on
+ * SIGTERM/SIGINT. Like php-fpm, a forked child returns from pool_run() to
+ * main(), which then runs the worker loop: nothing exits below main. */
+#ifndef BLOQR_POOL_H
+#define BLOQR_POOL_H
+
+#include "config.h"
+
+enum pool_role {
+	POOL_MASTER_DONE = 0,   /* the master stopped cleanly */
+	POOL_WORKER = 1,        /* this process is a new worker: serve listen_fd */
+};
+
+struct pool {
+	struct conf conf;           /* current config; owned (reloaded on SIGHUP) */
+	const char *listen;         /* --listen, wins over [pool] listen */
+	long workers;               /* --workers, wins over [pool] workers; 0 = unset */
+	int listen_fd;              /* for a worker: the socket to accept on */
+};
+
+/* Run the master. Returns an enum pool_role, or -1 when the pool could not
+ * start (the reason is logged). p->conf must be loaded; the pool owns it. */
+int pool_run(struct pool *p);
+
+/* Open a listening socket for "HOST:PORT", "[V6]:PORT" or "unix:/path".
+ * -1 with a message in err on failure. */
+int pool_listen(const char *addr, char *err, size_t errlen);
+
+#endif

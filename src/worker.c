@@ -1,0 +1,272 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fcgiapp.h>
+
+#include "cache.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
+#include "router.h"
+
+/* ---- stop signals ----
+ * libfcgi's accept() retries on EINTR unless told otherwise, and a signal
+ * that lands just before accept() would be missed. So the handler also
+ * points the listening descriptor at /dev/null: whenever accept() runs
+ * next, it fails at once and the loop ends. dup2 is async-signal-safe. */
+static volatile sig_atomic_t stop_flag;
+static int stop_listen_fd = -1;
+static int stop_null_fd = -1;
+
+static void on_stop(int sig)
+{
+	int e = errno;
+
+	(void)sig;
+	stop_flag = 1;
+	if (stop_listen_fd >= 0 && stop_null_fd >= 0)
+		dup2(stop_null_fd, stop_listen_fd);
+	errno = e;
+}
+
+bool worker_stopping(void) { return stop_flag != 0; }
+
+static int install_stop_handlers(int listen_fd)
+{
+	struct sigaction sa;
+
+	stop_listen_fd = listen_fd;
+	stop_null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (stop_null_fd < 0)
+		return -1;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = 0;   /* no SA_RESTART: interrupt accept() */
+	if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
+	    sigaction(SIGQUIT, &sa, NULL) < 0)
+		return -1;
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	return 0;
+}
+
+int worker_init(struct app *app, const struct conf *conf)
+{
+	memset(app, 0, sizeof *app);
+	app->conf = conf;
+	arena_init(&app->arena, 32 * 1024);
+	http_response_init(&app->res);
+	app->pg = pg_new(conf->db_url, conf->db_statement_timeout_ms, "bloqr");
+	app->cache = cache_open(conf->cache_path, conf->cache_max_age);
+	if (app->pg == NULL || app->cache == NULL) {
+		worker_fini(app);
+		return -1;
+	}
+	/* Connect now so the first request does not pay for it; a failure
+	 * here is fine: the next request that needs PostgreSQL retries. */
+	(void)!pg_connect(app->pg);
+	return 0;
+}
+
+void worker_fini(struct app *app)
+{
+	pg_free(app->pg);
+	cache_close(app->cache);
+	arena_free(&app->arena);
+	http_response_free(&app->res);
+	app->pg = NULL;
+	app->cache = NULL;
+}
+
+static long long mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Read and drop what is left of a refused body, bounded, so the web server
+ * is not cut off mid-write and can deliver our answer. */
+static void drain_body(const struct http_io *io)
+{
+	char tmp[16384];
+	size_t total = 0;
+	long n;
+
+	while (total < 16u << 20 && (n = io->read(io->ctx, tmp, sizeof tmp)) > 0)
+		total += (size_t)n;
+}
+
+void worker_handle(struct app *app, const struct http_io *io)
+{
+	struct http_response *res = &app->res;
+	struct http_request req;
+	struct route_match m;
+	char allow[64];
+	int route = -1, rc;
+
+	arena_reset(&app->arena);
+	http_response_reset(res);
+	if (http_request_init(&req, io, &app->arena) < 0) {
+		http_error(res, 500, "Out of memory");
+		goto send;
+	}
+	log_set_request_id(req.request_id);
+
+	/* The size limit comes first: nothing of an oversized body is read. */
+	rc = http_read_body(&req, app->conf->http_max_body, res);
+	if (rc) {
+		if (rc == 413)
+			drain_body(io);
+		goto send;
+	}
+
+	route = router_match(router_routes, router_nroutes, req.method, req.path, &app->arena,
+	    &m, allow, sizeof allow);
+	if (route == ROUTER_NOT_FOUND) {
+		http_error(res, 404, "Not found");
+	} else if (route == ROUTER_BAD_METHOD) {
+		http_error(res, 405, "Method %s is not allowed here", http_method_name(req.method));
+		http_header(res, "Allow", allow);
+	} else if (route == ROUTER_BAD_PATH) {
+		http_error(res, 400, "Malformed percent-encoding in the path");
+	} else {
+		router_routes[route].fn(app, &req, res, &m);
+	}
+	if (route < 0)
+		route = -1;
+send:
+	if (http_send(&req, res) < 0)
+		log_info("client went away before the response was written");
+	if (res->status >= 500)
+		log_warn("%s %s -> %d", req.method_name ? req.method_name : "-", req.path ? req.path : "-", res->status);
+	metrics_request(route, res->status, mono_us() - req.start_us);
+	log_set_request_id(NULL);
+	app->served++;
+}
+
+/* ---- FastCGI transport ---- */
+
+static const char *fcgi_param(void *ctx, const char *name)
+{
+	FCGX_Request *r = ctx;
+
+	return FCGX_GetParam(name, r->envp);
+}
+
+static long fcgi_read(void *ctx, char *buf, size_t n)
+{
+	FCGX_Request *r = ctx;
+	int got;
+
+	if (n > 1 << 30)
+		n = 1 << 30;
+	got = FCGX_GetStr(buf, (int)n, r->in);
+	if (got == 0 && FCGX_GetError(r->in) != 0)
+		return -1;
+	return got;
+}
+
+static int fcgi_write(void *ctx, const char *buf, size_t n)
+{
+	FCGX_Request *r = ctx;
+
+	while (n > 0) {
+		int chunk = n > 1 << 30 ? 1 << 30 : (int)n;
+		if (FCGX_PutStr(buf, chunk, r->out) != chunk)
+			return -1;
+		buf += chunk;
+		n -= (size_t)chunk;
+	}
+	return 0;
+}
+
+int worker_run_fcgi(struct app *app, int listen_fd)
+{
+	FCGX_Request r;
+	struct http_io io = { &r, fcgi_param, fcgi_read, fcgi_write };
+	long max = app->conf->pool_max_requests;
+	int rc = 0;
+
+	if (install_stop_handlers(listen_fd) < 0) {
+		log_error("worker: cannot install signal handlers: %s", strerror(errno));
+		return -1;
+	}
+	if (FCGX_Init() != 0 || FCGX_InitRequest(&r, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
+		log_error("worker: cannot initialise FastCGI");
+		return -1;
+	}
+	while (!stop_flag) {
+		if (FCGX_Accept_r(&r) < 0) {
+			if (!stop_flag) {
+				log_error("worker: accept failed: %s", strerror(errno));
+				rc = -1;
+			}
+			break;
+		}
+		worker_handle(app, &io);
+		FCGX_Finish_r(&r);
+		if (max > 0 && app->served >= (unsigned long long)max) {
+			log_info("worker: served %llu requests (max_requests), recycling", app->served);
+			break;
+		}
+	}
+	FCGX_Free(&r, 0);
+	if (stop_null_fd >= 0)
+		close(stop_null_fd);
+	stop_null_fd = -1;
+	return rc;
+}
+
+/* ---- plain CGI transport ---- */
+
+static const char *cgi_param(void *ctx, const char *name)
+{
+	(void)ctx;
+	return getenv(name);
+}
+
+static long cgi_read(void *ctx, char *buf, size_t n)
+{
+	ssize_t got;
+
+	(void)ctx;
+	do
+		got = read(STDIN_FILENO, buf, n);
+	while (got < 0 && errno == EINTR);
+	return got;
+}
+
+static int cgi_write(void *ctx, const char *buf, size_t n)
+{
+	(void)ctx;
+	while (n > 0) {
+		ssize_t w = write(STDOUT_FILENO, buf, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		buf += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int worker_run_cgi(struct app *app)
+{
+	static const struct http_io io = { NULL, cgi_param, cgi_read, cgi_write };
+
+	signal(SIGPIPE, SIG_IGN);
+	worker_handle(app, &io);
+	return 0;
+}

@@ -1,0 +1,43 @@
+/* One responder: its long-lived state (struct app) and the loop that feeds
+ * it requests, from FastCGI or from plain CGI. */
+#ifndef BLOQR_WORKER_H
+#define BLOQR_WORKER_H
+
+#include <signal.h>
+#include <stdbool.h>
+
+#include "arena.h"
+#include "config.h"
+#include "http.h"
+
+/* Everything a handler may use; made once per worker, kept for its life. */
+struct app {
+	const struct conf *conf;
+	struct pg *pg;              /* the worker's one PostgreSQL connection */
+	struct cache *cache;        /* the worker's one SQLite handle */
+	struct arena arena;         /* per-request memory */
+	struct http_response res;   /* reused across requests */
+	unsigned long long served;
+};
+
+/* Connect nothing yet (connections are lazy), but allocate everything. */
+int worker_init(struct app *app, const struct conf *conf) __attribute__((warn_unused_result));
+void worker_fini(struct app *app);
+
+/* Serve one request read from io. Never fails: every problem becomes a
+ * response. */
+void worker_handle(struct app *app, const struct http_io *io);
+
+/* Accept FastCGI requests on listen_fd until a stop signal (SIGTERM,
+ * SIGINT, SIGQUIT) or [pool] max_requests; an in-flight request is always
+ * finished first. Returns 0 on a requested stop, -1 on an error. */
+int worker_run_fcgi(struct app *app, int listen_fd);
+
+/* Serve the one request of a CGI invocation. */
+int worker_run_cgi(struct app *app);
+
+/* True once a stop signal arrived (set by the handlers installed by
+ * worker_run_fcgi). */
+bool worker_stopping(void);
+
+#endif

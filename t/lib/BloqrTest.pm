@@ -1,0 +1,768 @@
+package BloqrTest;
+
+# Integration-test harness for bloqr-backend: starts a throwaway PostgreSQL,
+# the FastCGI pool, nginx or Apache on loopback, each in a private temporary
+# directory, and stops all of them when the test ends (even when it dies).
+# Core Perl modules only.
+#
+# Typical use:
+#
+#   use Test::More;
+#   use BloqrTest;
+#   my $pg   = pg_start();
+#   my $conf = write_conf('http.max_body' => 1000);   # database.url = $pg
+#   migrate($conf);
+#   my $pool = pool_start($conf, workers => 2);
+#   my $web  = nginx_start(upstream => $pool->addr);
+#   my $r    = http(GET => "$web->{url}/api/health");
+#   is($r->{status}, 200);
+#
+# Paths: built programs come from $BLOQR_BUILDDIR, conf/ and migrations/ from
+# $BLOQR_SRCDIR (both default to the current directory; `make check` sets
+# them, also for VPATH builds). BLOQR_KEEP=1 keeps the temporary directory
+# (its path is printed). When a test fails, the tails of every log the
+# harness knows about (pool, web server, PostgreSQL) are printed via diag.
+#
+# `./dev up` uses dev_up() below, so the development stack is started by the
+# same code the tests exercise.
+
+use strict;
+use warnings;
+use Cwd qw(getcwd abs_path);
+use Exporter qw(import);
+use File::Path qw(remove_tree);
+use File::Temp qw(tempdir);
+use HTTP::Tiny;
+use IO::Socket::INET;
+use IO::Socket::UNIX;
+use JSON::PP;
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(time sleep);
+
+our @EXPORT = qw(
+	free_port pg_start write_conf migrate admin pool_start bg_start
+	nginx_start apache_start http poll run_cmd log_tail
+	builddir srcdir program workdir
+);
+
+# Never talk to a proxy: the servers under test are on loopback.
+delete $ENV{$_} for grep { /_proxy$/i } keys %ENV;
+
+my $OWNER = $$;          # END only cleans up in the process that loaded us
+my $TMP;                 # the private working directory
+my $KEEP = $ENV{BLOQR_KEEP};
+my @CLEANUP;             # objects with ->_kill, stopped in reverse order
+my %LOGS;                # name => path, printed on failure
+my $SEQ = 0;
+my $LAST_PG;
+
+for my $sig (qw(INT TERM HUP)) {
+	$SIG{$sig} = sub { exit 128 + 2 } if !defined $SIG{$sig} || $SIG{$sig} eq '' || $SIG{$sig} eq 'DEFAULT';
+}
+
+# --- paths ---------------------------------------------------------------
+
+sub builddir { $ENV{BLOQR_BUILDDIR} || getcwd() }
+sub srcdir   { $ENV{BLOQR_SRCDIR}   || getcwd() }
+
+# A built program, e.g. program('cgi-bin/bloqr.fcgi'); dies when not built.
+sub program {
+	my ($rel) = @_;
+	my $p = builddir() . "/$rel";
+	die "$p is not built (run make, or set BLOQR_BUILDDIR)\n" unless -x $p;
+	return $p;
+}
+
+# The private directory everything of this test lives in. Unix socket paths
+# are limited to 107 bytes, so a long $TMPDIR is not used.
+sub workdir {
+	return $TMP if defined $TMP;
+	my $base = $ENV{TMPDIR} && length($ENV{TMPDIR}) < 40 && -d $ENV{TMPDIR} ? $ENV{TMPDIR} : '/tmp';
+	$TMP = tempdir('bloqr-t-XXXXXX', DIR => $base, CLEANUP => 0);
+	chmod 0755, $TMP;    # PostgreSQL runs as nobody when we are root
+	return $TMP;
+}
+
+# A new directory inside workdir() named after $what.
+sub _subdir {
+	my ($what) = @_;
+	my $d = workdir() . "/$what";
+	$d .= '-' . ++$SEQ if -e $d;
+	mkdir $d or die "mkdir $d: $!\n";
+	chmod 0755, $d;
+	return $d;
+}
+
+sub _slurp {
+	my ($path) = @_;
+	open my $fh, '<', $path or return undef;
+	local $/;
+	my $s = <$fh>;
+	return $s;
+}
+
+sub _spew {
+	my ($path, $text) = @_;
+	open my $fh, '>', $path or die "write $path: $!\n";
+	print $fh $text;
+	close $fh or die "write $path: $!\n";
+}
+
+# The last $n lines of a file, as one string.
+sub log_tail {
+	my ($path, $n) = @_;
+	$n ||= 40;
+	my $s = _slurp($path);
+	return "($path: not readable)\n" unless defined $s;
+	my @l = split /\n/, $s;
+	@l = @l[-$n .. -1] if @l > $n;
+	return join("\n", @l) . "\n";
+}
+
+# --- processes -----------------------------------------------------------
+
+# uid/gid to run PostgreSQL as: nobody when we are root, else ourselves.
+sub _unpriv_user { $> == 0 ? 'nobody' : undef }
+
+sub _drop_to {
+	my ($user) = @_;
+	my ($uid, $gid) = (getpwnam($user))[2, 3];
+	defined $uid or die "no user $user\n";
+	POSIX::setgid($gid) or die "setgid: $!\n";
+	$) = "$gid $gid";
+	POSIX::setuid($uid) or die "setuid: $!\n";
+	$> == $uid && $< == $uid or die "could not become $user\n";
+}
+
+# In a forked child: set up and exec, never return (no END blocks).
+sub _child_exec {
+	my ($cmd, %o) = @_;
+	eval {
+		setpgrp(0, 0);
+		open STDIN, '<', ($o{stdin_file} // '/dev/null') or die "stdin: $!\n";
+		open STDOUT, '>>', $o{out} or die "$o{out}: $!\n" if $o{out};
+		open STDERR, '>>', $o{err} or die "$o{err}: $!\n" if $o{err};
+		while (my ($k, $v) = each %{ $o{env} || {} }) {
+			if (defined $v) { $ENV{$k} = $v } else { delete $ENV{$k} }
+		}
+		_drop_to($o{user}) if $o{user};
+		chdir($o{dir} // '/') or die "chdir: $!\n";
+		$SIG{$_} = 'DEFAULT' for qw(INT TERM HUP PIPE CHLD);
+		exec { $cmd->[0] } @$cmd or die "exec $cmd->[0]: $!\n";
+	};
+	print STDERR "BloqrTest: $@";
+	POSIX::_exit(127);
+}
+
+# Run a command to completion: { rc, out, err } (rc = exit status, or 128+sig).
+# Options: stdin (string), env (hashref; undef deletes), user, dir, timeout (s).
+sub run_cmd {
+	my ($cmd, %o) = @_;
+	my $d = workdir();
+	my $n = ++$SEQ;
+	my ($in, $out, $err) = map { "$d/.run$n.$_" } qw(in out err);
+	_spew($in, $o{stdin} // '');
+	_spew($_, '') for $out, $err;
+	if ($o{user}) {
+		my ($uid, $gid) = (getpwnam($o{user}))[2, 3];
+		chown $uid, $gid, $out, $err;
+	}
+	my $pid = fork // die "fork: $!\n";
+	_child_exec($cmd, %o, stdin_file => $in, out => $out, err => $err) if $pid == 0;
+	my $deadline = time + ($o{timeout} // 120);
+	my $rc;
+	while (1) {
+		my $w = waitpid($pid, WNOHANG);
+		if ($w == $pid) { $rc = $?; last }
+		if (time > $deadline) {
+			kill 'KILL', -$pid;
+			waitpid($pid, 0);
+			die "timed out after " . ($o{timeout} // 120) . " s: @$cmd\n" . log_tail($err, 20);
+		}
+		sleep 0.01;
+	}
+	my %r = (rc => ($rc & 127 ? 128 + ($rc & 127) : $rc >> 8),
+		out => _slurp($out), err => _slurp($err));
+	unlink $in, $out, $err;
+	return \%r;
+}
+
+# Start a long-running command in the background, in its own process group,
+# stdout and stderr appended to $o{log}. If $o{listen} is given (HOST:PORT or
+# unix:/path) wait until something listens there (at most $o{wait} s, default
+# 10). Returns a BloqrTest::Proc.
+sub bg_start {
+	my ($cmd, %o) = @_;
+	my $log = $o{log} // workdir() . '/bg-' . ++$SEQ . '.log';
+	_spew($log, '') unless -e $log;
+	my $pid = fork // die "fork: $!\n";
+	_child_exec($cmd, %o, out => $log, err => $log) if $pid == 0;
+	my $p = bless { pid => $pid, log => $log, cmd => $cmd, addr => $o{listen},
+		name => $o{name} // $cmd->[0] }, 'BloqrTest::Proc';
+	push @CLEANUP, $p;
+	$LOGS{"$p->{name} ($pid)"} = $log;
+	if (defined $o{listen}) {
+		my $ok = poll($o{wait} // 10, sub {
+			die "$p->{name} exited (status $p->{status}) before listening on $o{listen}:\n"
+			    . log_tail($log, 30) unless $p->alive;
+			_listening($o{listen});
+		});
+		die "$p->{name} does not listen on $o{listen} after " . ($o{wait} // 10) . " s:\n"
+		    . log_tail($log, 30) unless $ok;
+	}
+	return $p;
+}
+
+# Call $cond every 50 ms until it returns true or $timeout seconds pass;
+# returns its last value.
+sub poll {
+	my ($timeout, $cond, $interval) = @_;
+	my $deadline = time + $timeout;
+	while (1) {
+		my $v = $cond->();
+		return $v if $v;
+		return $v if time >= $deadline;
+		sleep($interval // 0.05);
+	}
+}
+
+# A TCP port on 127.0.0.1 that was free a moment ago.
+sub free_port {
+	my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+		Proto => 'tcp', Listen => 1, ReuseAddr => 1) or die "bind: $!\n";
+	my $port = $s->sockport;
+	close $s;
+	return $port;
+}
+
+# Whether a socket is in LISTEN state at ADDR (HOST:PORT or unix:/path),
+# read from /proc so that the server is not disturbed by a probe connection.
+sub _listening {
+	my ($addr) = @_;
+	if ($addr =~ m{^unix:(.*)$}) {
+		my $path = $1;
+		my $t = _slurp('/proc/net/unix');
+		return -S $path && IO::Socket::UNIX->new(Peer => $path) ? 1 : 0 unless defined $t;
+		for (split /\n/, $t) {
+			my @f = split ' ';
+			return 1 if @f >= 8 && $f[7] eq $path && hex($f[3]) & 0x10000;
+		}
+		return 0;
+	}
+	my ($port) = $addr =~ /:(\d+)$/ or die "bad address $addr\n";
+	my $found = 0;
+	my $any = 0;
+	for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+		my $t = _slurp($f) // next;
+		$any = 1;
+		for (split /\n/, $t) {
+			my @c = split ' ';
+			next unless @c > 3 && $c[1] =~ /:([0-9A-F]{4})$/;
+			return 1 if hex($1) == $port && $c[3] eq '0A';
+		}
+	}
+	return $found if $any;
+	my ($host) = $addr =~ /^(.*):\d+$/;
+	return IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Timeout => 1) ? 1 : 0;
+}
+
+# --- PostgreSQL ----------------------------------------------------------
+
+my $PGBIN;
+sub _pgbin {
+	my ($tool) = @_;
+	unless (defined $PGBIN) {
+		$PGBIN = '';
+		for (split /:/, $ENV{PATH} // '') {
+			if (-x "$_/initdb") { $PGBIN = $_; last }
+		}
+		unless ($PGBIN) {
+			my @d = sort { ($a =~ /(\d+)/)[0] <=> ($b =~ /(\d+)/)[0] }
+			    grep { -x "$_/initdb" } glob('/usr/lib/postgresql/*/bin');
+			$PGBIN = $d[-1] // die "PostgreSQL not found (no initdb on PATH or in /usr/lib/postgresql)\n";
+		}
+	}
+	return -x "$PGBIN/$tool" ? "$PGBIN/$tool" : $tool;
+}
+
+# Start a private cluster (socket only, in the work directory) with database
+# bloqr owned by superuser bloqr (trust auth). Returns a BloqrTest::Pg.
+# Options: dir (reuse an existing cluster in that directory, for ./dev).
+sub pg_start {
+	my (%o) = @_;
+	my $dir = $o{dir} // _subdir('pg');
+	my $user = _unpriv_user();
+	my $pg = bless { dir => $dir, data => "$dir/data", sock => $dir,
+		log => "$dir/postgres.log", user => $user }, 'BloqrTest::Pg';
+	if ($user) {
+		my ($uid, $gid) = (getpwnam($user))[2, 3];
+		chown $uid, $gid, $dir;
+	}
+	my $fresh = !-e "$pg->{data}/PG_VERSION";
+	if ($fresh) {
+		my $r = run_cmd([_pgbin('initdb'), '-D', $pg->{data}, '-U', 'bloqr', '-A', 'trust',
+			'-E', 'UTF8', '--no-locale', '--no-sync'], user => $user, dir => $dir, timeout => 120);
+		die "initdb failed:\n$r->{err}$r->{out}" if $r->{rc};
+		open my $fh, '>>', "$pg->{data}/postgresql.conf" or die "$!\n";
+		print $fh "\n# added by BloqrTest\n",
+		    "listen_addresses = ''\n",
+		    "unix_socket_directories = '$dir'\n",
+		    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+		    "shared_buffers = 16MB\nmax_connections = 100\n",
+		    "log_min_messages = warning\n";
+		close $fh;
+	}
+	$LOGS{"postgres ($dir)"} = $pg->{log};
+	push @CLEANUP, $pg;
+	$pg->start;
+	my $has = $pg->psql("SELECT 1 FROM pg_database WHERE datname = 'bloqr'", db => 'postgres');
+	$pg->psql('CREATE DATABASE bloqr', db => 'postgres') unless $has =~ /1/;
+	$LAST_PG = $pg;
+	return $pg;
+}
+
+# --- configuration and migrations ----------------------------------------
+
+# Write a bloqr.conf made from conf/bloqr.conf.example with values replaced:
+# keys are "section.key" => value (undef removes the line, so the built-in
+# default applies). Defaults: database.url of the last pg_start(), query_url
+# as role bloqr_query, a cache file in the work directory, pool.user empty,
+# cookie_secure false. Returns the file's path.
+sub write_conf {
+	my (%over) = @_;
+	my $example = srcdir() . '/conf/bloqr.conf.example';
+	my $text = _slurp($example) // die "cannot read $example\n";
+	my $n = ++$SEQ;
+	my %set = (
+		($LAST_PG ? ('database.url' => $LAST_PG->url,
+			'database.query_url' => $LAST_PG->url('bloqr_query')) : ()),
+		'cache.path' => workdir() . "/cache-$n.db",
+		'pool.user' => '',
+		'pool.listen' => '127.0.0.1:' . free_port(),
+		'pool.workers' => 2,
+		'http.cookie_secure' => 'false',
+		%over,
+	);
+	my (@out, %done, %last_line_of);
+	my $section = '';
+	for my $line (split /\n/, $text) {
+		if ($line =~ /^\s*\[\s*([^\]]+?)\s*\]/) {
+			$section = $1;
+		} elsif ($line =~ /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=/ && exists $set{"$section.$1"}) {
+			my $k = "$section.$1";
+			$done{$k} = 1;
+			next unless defined $set{$k};
+			$line = "$1 = $set{$k}";
+		}
+		push @out, $line;
+		$last_line_of{$section} = $#out if $section ne '' && $line =~ /\S/ && $line !~ /^\s*[;#]/;
+	}
+	# Keys the example does not have go at the end of their section.
+	for my $k (sort keys %set) {
+		next if $done{$k} || !defined $set{$k};
+		my ($s, $key) = split /\./, $k, 2;
+		if (exists $last_line_of{$s}) {
+			my $at = $last_line_of{$s};
+			splice @out, $at + 1, 0, "$key = $set{$k}";
+			$_ > $at and $_++ for values %last_line_of;
+			$last_line_of{$s} = $at + 1;
+		} else {
+			push @out, '', "[$s]", "$key = $set{$k}";
+			$last_line_of{$s} = $#out;
+		}
+	}
+	my $path = workdir() . "/bloqr-$n.conf";
+	_spew($path, join("\n", @out) . "\n");
+	return $path;
+}
+
+# Run bloqr-admin -c $conf @args: { rc, out, err }. Options as run_cmd.
+sub admin {
+	my ($conf, $args, %o) = @_;
+	return run_cmd([program('src/bloqr-admin'), '-c', $conf, @$args], timeout => 60, %o);
+}
+
+# Apply all migrations from the source tree; dies with bloqr-admin's stderr.
+sub migrate {
+	my ($conf) = @_;
+	my $r = admin($conf, ['migrate', '--dir', srcdir() . '/migrations']);
+	die "bloqr-admin migrate failed (exit $r->{rc}):\n$r->{err}$r->{out}" if $r->{rc};
+	return $r->{out};
+}
+
+# --- the FastCGI pool ----------------------------------------------------
+
+# Start cgi-bin/bloqr.fcgi -c $conf --listen ADDR --workers N in the
+# background; waits until ADDR listens (10 s). Options: workers (2),
+# listen (127.0.0.1:<free port>), args (extra arguments), env.
+sub pool_start {
+	my ($conf, %o) = @_;
+	my $listen = $o{listen} // '127.0.0.1:' . free_port();
+	my $n = ++$SEQ;
+	my $p = bg_start([program('cgi-bin/bloqr.fcgi'), '-c', $conf, '--listen', $listen,
+		'--workers', $o{workers} // 2, @{ $o{args} || [] }],
+		listen => $listen, name => 'pool', env => $o{env},
+		log => workdir() . "/pool-$n.log", dir => workdir());
+	$p->{conf} = $conf;
+	return $p;
+}
+
+# --- web servers ---------------------------------------------------------
+
+# Replace every $from in $text by $to; die naming $file when there is none.
+sub _subst {
+	my ($text, $from, $to, $file) = @_;
+	my $n = ($text =~ s/\Q$from\E/$to/g);
+	die "$file does not contain $from (the harness substitutes it)\n" unless $n;
+	return $text;
+}
+
+# nginx from conf/nginx.conf.example with its listen port and fastcgi_pass
+# address replaced. Options: upstream (required: HOST:PORT or unix:/path),
+# port. Returns a BloqrTest::Proc with port and url.
+sub nginx_start {
+	my (%o) = @_;
+	my $up = $o{upstream} // die "nginx_start: upstream required\n";
+	my $port = $o{port} // free_port();
+	my $dir = _subdir('nginx');
+	my $example = srcdir() . '/conf/nginx.conf.example';
+	my $server = _slurp($example) // die "cannot read $example\n";
+	$server = _subst($server, '127.0.0.1:8080', "127.0.0.1:$port", $example);
+	$server = _subst($server, '127.0.0.1:9000', $up, $example);
+	$server =~ s{/var/log/nginx/}{$dir/}g;
+	_spew("$dir/bloqr-server.conf", $server);
+	# Relative includes (fastcgi_params) are resolved next to the main file.
+	for my $f (qw(fastcgi_params mime.types)) {
+		_spew("$dir/$f", _slurp("/etc/nginx/$f") // die "cannot read /etc/nginx/$f\n");
+	}
+	my $user = $> == 0 ? "user www-data www-data;\n" : '';
+	_spew("$dir/nginx.conf", <<"EOF");
+# generated by BloqrTest
+${user}worker_processes 1;
+daemon off;
+master_process on;
+pid $dir/nginx.pid;
+error_log $dir/error.log notice;
+events { worker_connections 256; }
+http {
+    include $dir/mime.types;
+    default_type application/octet-stream;
+    access_log $dir/access.log;
+    client_body_temp_path $dir/client_body;
+    fastcgi_temp_path $dir/fastcgi;
+    proxy_temp_path $dir/proxy;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    include $dir/bloqr-server.conf;
+}
+EOF
+	my $bin = -x '/usr/sbin/nginx' ? '/usr/sbin/nginx' : 'nginx';
+	$LOGS{"nginx error.log ($dir)"} = "$dir/error.log";
+	my $p = bg_start([$bin, '-c', "$dir/nginx.conf", '-p', "$dir/", '-e', "$dir/error.log"],
+		listen => "127.0.0.1:$port", name => 'nginx', log => "$dir/stderr.log", dir => $dir);
+	$p->{port} = $port;
+	$p->{url} = "http://127.0.0.1:$port";
+	$p->{dir} = $dir;
+	return $p;
+}
+
+# Apache (mod_proxy_fcgi) from conf/apache.conf.example, likewise.
+sub apache_start {
+	my (%o) = @_;
+	my $up = $o{upstream} // die "apache_start: upstream required\n";
+	my $port = $o{port} // free_port();
+	my $dir = _subdir('apache');
+	mkdir "$dir/run";
+	my $example = srcdir() . '/conf/apache.conf.example';
+	my $vhost = _slurp($example) // die "cannot read $example\n";
+	$vhost = _subst($vhost, '127.0.0.1:8081', "127.0.0.1:$port", $example);
+	if ($up =~ m{^unix:(.*)$}) {
+		$vhost = _subst($vhost, 'fcgi://127.0.0.1:9000', "unix:$1|fcgi://localhost", $example);
+	} else {
+		$vhost = _subst($vhost, '127.0.0.1:9000', $up, $example);
+	}
+	$vhost =~ s{\$\{APACHE_LOG_DIR\}/}{$dir/}g;
+	_spew("$dir/bloqr-vhost.conf", $vhost);
+
+	my $moddir = '/usr/lib/apache2/modules';
+	my $bin = -x '/usr/sbin/apache2' ? '/usr/sbin/apache2' : 'apache2';
+	my $builtin = run_cmd([$bin, '-l'])->{out} // '';
+	my $load = '';
+	for my $m (qw(mpm_event unixd authz_core authz_host proxy proxy_fcgi setenvif
+	    headers mime log_config env alias)) {
+		next if $builtin =~ /\bmod_$m\.c\b/ || !-e "$moddir/mod_$m.so";
+		$load .= "LoadModule ${m}_module $moddir/mod_$m.so\n";
+	}
+	my $user = $> == 0 ? "User www-data\nGroup www-data\n" : '';
+	_spew("$dir/httpd.conf", <<"EOF");
+# generated by BloqrTest
+ServerRoot "$dir"
+ServerName 127.0.0.1
+PidFile $dir/httpd.pid
+ErrorLog $dir/error.log
+LogLevel debug
+DefaultRuntimeDir $dir/run
+Mutex file:$dir/run default
+$load$user
+StartServers 1
+ServerLimit 2
+ThreadsPerChild 25
+MaxRequestWorkers 50
+TypesConfig /etc/mime.types
+LogFormat "%h %l %u %t \\"%r\\" %>s %b" common
+CustomLog $dir/access.log common
+Include $dir/bloqr-vhost.conf
+EOF
+	$LOGS{"apache error.log ($dir)"} = "$dir/error.log";
+	my $p = bg_start([$bin, '-d', $dir, '-f', "$dir/httpd.conf", '-DFOREGROUND'],
+		listen => "127.0.0.1:$port", name => 'apache', log => "$dir/stderr.log", dir => $dir);
+	$p->{port} = $port;
+	$p->{url} = "http://127.0.0.1:$port";
+	$p->{dir} = $dir;
+	return $p;
+}
+
+# --- HTTP ----------------------------------------------------------------
+
+# One request: { status, reason, headers (lower-case names), content, json }.
+# json is the decoded body when the response is application/json and parses.
+# Options: headers => {...}, body => bytes, timeout (15).
+sub http {
+	my ($method, $url, %o) = @_;
+	my $ua = HTTP::Tiny->new(timeout => $o{timeout} // 15, proxy => undef,
+		http_proxy => undef, https_proxy => undef, all_proxy => undef,
+		keep_alive => 0, agent => 'BloqrTest/1');
+	my %args = (headers => $o{headers} || {});
+	$args{content} = $o{body} if defined $o{body};
+	my $r = $ua->request($method, $url, \%args);
+	my %res = (status => $r->{status}, reason => $r->{reason},
+		headers => $r->{headers} || {}, content => $r->{content} // '');
+	my $ct = $res{headers}{'content-type'} // '';
+	if ($ct =~ m{^application/json}i) {
+		$res{json} = eval { JSON::PP->new->utf8->allow_nonref->decode($res{content}) };
+	}
+	return \%res;
+}
+
+# --- cleanup -------------------------------------------------------------
+
+END {
+	if (defined $TMP && $$ == $OWNER) {
+		my $status = $?;
+		my $failed = $status != 0;
+		if (!$failed && $INC{'Test/Builder.pm'}) {
+			my $tb = Test::Builder->new;
+			$failed = !$tb->is_passing;
+		}
+		if ($failed && %LOGS) {
+			my $say = $INC{'Test/Builder.pm'} ? sub { Test::Builder->new->diag(@_) }
+			    : sub { print STDERR @_ };
+			for my $name (sort keys %LOGS) {
+				next unless -s $LOGS{$name};
+				$say->("---- last lines of $name: $LOGS{$name}\n" . log_tail($LOGS{$name}, 30));
+			}
+		}
+		for my $obj (reverse @CLEANUP) {
+			eval { $obj->_kill; 1 } or print STDERR "BloqrTest cleanup: $@";
+		}
+		if ($KEEP) {
+			print STDERR "BloqrTest: kept $TMP\n";
+		} else {
+			remove_tree($TMP);
+		}
+		$? = $status;
+	}
+}
+
+# --- development stack (./dev up) ----------------------------------------
+
+# Start PostgreSQL (kept in $dir/pg), write $dir/bloqr.conf, migrate, run
+# the hook command (with the conf path appended), start the pool and nginx,
+# print where things are, then wait until SIGINT/SIGTERM and stop it all.
+# Options: dir, hook (arrayref), port (preferred nginx port).
+sub dev_up {
+	my (%o) = @_;
+	my $dir = abs_path($o{dir} // '.dev');
+	-d $dir or mkdir $dir or die "mkdir $dir: $!\n";
+	chmod 0755, $dir;
+	$TMP = $dir;
+	$KEEP = 1;
+	my $pgdir = "$dir/pg";
+	-d $pgdir or mkdir $pgdir or die "mkdir $pgdir: $!\n";
+	chmod 0755, $pgdir;
+	my $pg = pg_start(dir => $pgdir);
+	my $conf = "$dir/bloqr.conf";
+	my $tmp = write_conf('cache.path' => "$dir/cache.db", 'pool.workers' => 2);
+	rename $tmp, $conf or die "rename $tmp: $!\n";
+	print migrate($conf);
+	if ($o{hook} && @{ $o{hook} }) {
+		my $r = run_cmd([@{ $o{hook} }, $conf], dir => getcwd(), timeout => 300,
+			env => { BLOQR_CONF => $conf, BLOQR_DATABASE_URL_DEV => $pg->url });
+		print $r->{out} // '';
+		print STDERR $r->{err} // '';
+		die "after_migrate hook failed (exit $r->{rc})\n" if $r->{rc};
+	}
+	my $pool = pool_start($conf, workers => 2);
+	my $port = $o{port} && !_listening("127.0.0.1:$o{port}") ? $o{port} : free_port();
+	my $web = nginx_start(upstream => $pool->addr, port => $port);
+	print "bloqr-backend is up: $web->{url}/api/health\n",
+	    "  config:     $conf\n",
+	    "  pool log:   $pool->{log} (FastCGI at ", $pool->addr, ")\n",
+	    "  nginx logs: $web->{dir}/error.log, $web->{dir}/access.log\n",
+	    "  PostgreSQL: ", $pg->url, " (log $pg->{log})\n",
+	    "Press Ctrl-C to stop.\n";
+	my $stop = 0;
+	local $SIG{INT} = local $SIG{TERM} = sub { $stop = 1 };
+	until ($stop) {
+		sleep 0.5;
+		for my $p ($pool, $web) {
+			next if $p->alive;
+			print STDERR "$p->{name} exited (status $p->{status}); see $p->{log}\n";
+			$stop = 1;
+		}
+	}
+	print "stopping...\n";
+	$web->stop;
+	$pool->stop;
+	$pg->stop;
+	@CLEANUP = ();
+	print "stopped.\n";
+	return 0;
+}
+
+# =========================================================================
+package BloqrTest::Proc;
+
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(time sleep);
+
+sub pid  { $_[0]{pid} }
+sub addr { $_[0]{addr} }
+sub log  { $_[0]{log} }
+sub log_text { BloqrTest::_slurp($_[0]{log}) // '' }
+
+# Whether the process is still running (reaps it when it has exited; then
+# $self->{status} holds its wait status).
+sub alive {
+	my ($self) = @_;
+	return 0 if defined $self->{status};
+	my $w = waitpid($self->{pid}, WNOHANG);
+	if ($w == $self->{pid} || $w < 0) {
+		$self->{status} = $w < 0 ? -1 : $?;
+		return 0;
+	}
+	return 1;
+}
+
+sub signal {
+	my ($self, $sig) = @_;
+	return kill $sig, $self->{pid};
+}
+
+# Send SIGTERM and wait up to $timeout s (default 15) for the process to
+# exit; then SIGKILL its whole process group. Returns the seconds it took
+# to exit by itself, or undef when it had to be killed.
+sub stop {
+	my ($self, $timeout) = @_;
+	return 0 unless $self->alive;
+	my $t0 = time;
+	kill 'TERM', $self->{pid};
+	my $gone = BloqrTest::poll($timeout // 15, sub { !$self->alive });
+	my $took = time - $t0;
+	kill 'KILL', -$self->{pid};
+	unless ($gone) {
+		waitpid($self->{pid}, 0);
+		$self->{status} //= $?;
+		return undef;
+	}
+	return $took;
+}
+
+sub _kill {
+	my ($self) = @_;
+	if ($self->alive) {
+		kill 'TERM', -$self->{pid};
+		BloqrTest::poll(5, sub { !$self->alive });
+	}
+	kill 'KILL', -$self->{pid};    # leftovers in the group (workers)
+	$self->alive and waitpid($self->{pid}, 0);
+}
+
+# Pids of the processes whose parent is this one, read from /proc.
+sub child_pids {
+	my ($self) = @_;
+	my @kids;
+	for my $stat (glob '/proc/[0-9]*/stat') {
+		my $s = BloqrTest::_slurp($stat) // next;
+		# pid (comm) state ppid ...: comm may hold spaces and parentheses
+		next unless $s =~ /^(\d+) \(.*\) \S+ (\d+) /s;
+		push @kids, $1 if $2 == $self->{pid};
+	}
+	return sort { $a <=> $b } @kids;
+}
+
+# The pool's workers: its children except a cache syncer (a child whose
+# process name or command line contains "sync").
+sub worker_pids {
+	my ($self) = @_;
+	return grep {
+		my $name = (BloqrTest::_slurp("/proc/$_/comm") // '') . ' '
+		    . (BloqrTest::_slurp("/proc/$_/cmdline") // '');
+		$name !~ /sync/i;
+	} $self->child_pids;
+}
+
+# =========================================================================
+package BloqrTest::Pg;
+
+sub url {
+	my ($self, $user) = @_;
+	return "postgresql:///bloqr?host=$self->{sock}&user=" . ($user // 'bloqr');
+}
+
+sub _ctl {
+	my ($self, @args) = @_;
+	return BloqrTest::run_cmd([BloqrTest::_pgbin('pg_ctl'), '-D', $self->{data}, @args],
+		user => $self->{user}, dir => $self->{dir}, timeout => 90);
+}
+
+sub start {
+	my ($self) = @_;
+	my $r = $self->_ctl('-l', $self->{log}, '-w', '-t', '60', 'start');
+	die "pg_ctl start failed:\n$r->{err}$r->{out}" . BloqrTest::log_tail($self->{log}, 20) if $r->{rc};
+	$self->{running} = 1;
+	return 1;
+}
+
+sub stop {
+	my ($self, $mode) = @_;
+	my $r = $self->_ctl('-m', $mode // 'fast', '-w', '-t', '60', 'stop');
+	die "pg_ctl stop failed:\n$r->{err}$r->{out}" if $r->{rc};
+	$self->{running} = 0;
+	return 1;
+}
+
+sub _kill {
+	my ($self) = @_;
+	return unless -e "$self->{data}/postmaster.pid";
+	my $r = $self->_ctl('-m', 'immediate', '-w', '-t', '20', 'stop');
+	if ($r->{rc} && open my $fh, '<', "$self->{data}/postmaster.pid") {
+		my $pid = <$fh>;
+		chomp $pid if defined $pid;
+		kill 'KILL', $pid if $pid && $pid =~ /^\d+$/;
+	}
+}
+
+# Run SQL with psql -XAtq against database bloqr (or db => NAME) as role
+# bloqr; returns the output; dies on error.
+sub psql {
+	my ($self, $sql, %o) = @_;
+	my $url = $self->url($o{user});
+	$url =~ s{///bloqr\?}{///$o{db}?} if $o{db};
+	my $r = BloqrTest::run_cmd([BloqrTest::_pgbin('psql'), '-XAtq', '-v', 'ON_ERROR_STOP=1',
+		'-d', $url, '-c', $sql], timeout => 60);
+	die "psql failed: $r->{err}" if $r->{rc};
+	return $r->{out};
+}
+
+1;
