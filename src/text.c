@@ -111,3 +111,59 @@ int64_t text_parse_uint(const char *s, size_t n)
 	}
 	return v;
 }
+
+bool text_uuid_valid(const char *s)
+{
+	static const int groups[] = { 8, 4, 4, 4, 12 };
+
+	for (size_t g = 0; g < 5; g++) {
+		for (int i = 0; i < groups[g]; i++, s++)
+			if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))
+				return false;
+		if (g < 4 && *s++ != '-')
+			return false;
+	}
+	return *s == '\0';
+}
+
+static bool digits(const char *s, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+bool text_iso_time_valid(const char *s)
+{
+	if (!digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) || s[7] != '-' || !digits(s + 8, 2) ||
+	    (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !digits(s + 11, 2) || s[13] != ':' ||
+	    !digits(s + 14, 2))
+		return false;
+	s += 16;
+	if (*s == ':') {
+		if (!digits(s + 1, 2))
+			return false;
+		s += 3;
+		if (*s == '.') {
+			int n = 0;
+			for (s++; *s >= '0' && *s <= '9'; s++)
+				n++;
+			if (n < 1 || n > 6)
+				return false;
+		}
+	}
+	if ((*s == 'Z' || *s == 'z') && s[1] == '\0')
+		return true;
+	return (*s == '+' || *s == '-') && digits(s + 1, 2) && s[3] == ':' && digits(s + 4, 2) && s[6] == '\0';
+}
+
+size_t text_utf8_len(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		if (((unsigned char)*s & 0xc0) != 0x80)
+			n++;
+	return n;
+}

@@ -27,4 +27,13 @@ int64_t text_now_ms(void);
  * -1 when it is anything else. */
 int64_t text_parse_uint(const char *s, size_t n);
 
+
+
+/* True for a canonical UUID (8-4-4-4-12 hex digits). */
+bool text_uuid_valid(const char *s);
+/* True for an ISO-8601 date-time with a zone: YYYY-MM-DDTHH:MM[:SS[.fff]]
+ * followed by Z or ±HH:MM. Range checks are left to PostgreSQL. */
+bool text_iso_time_valid(const char *s);
+/* Number of code points in valid UTF-8 s. */
+size_t text_utf8_len(const char *s);
 #endif

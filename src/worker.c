@@ -107,6 +107,50 @@ static void drain_body(const struct http_io *io)
 		total += (size_t)n;
 }
 
+/* Credentials and role for a route: 0 to go on, else the response is set. */
+static int authorize(struct app *app, const struct http_request *req, const struct route *rt,
+    struct http_response *res)
+{
+	const char *xrw;
+
+	memset(&app->who, 0, sizeof app->who);
+	if (!(rt->flags & (ROUTE_AUTH | ROUTE_ADMIN)))
+		return 0;
+	switch (auth_resolve(app, req, &app->who)) {
+	case AUTH_OK:
+		break;
+	case AUTH_UNAVAIL:
+		http_error(res, 503, "Database unavailable, try again shortly");
+		http_header(res, "Retry-After", "5");
+		return -1;
+	case AUTH_NONE:
+		http_error(res, 401, "Authentication required");
+		http_header(res, "WWW-Authenticate", "Bearer");
+		return -1;
+	default:
+		http_error(res, 401, "Invalid or expired credentials");
+		http_header(res, "WWW-Authenticate", "Bearer");
+		return -1;
+	}
+	if (app->who.banned) {
+		http_error(res, 403, "This account is banned");
+		return -1;
+	}
+	if ((rt->flags & ROUTE_ADMIN) && strcmp(app->who.role, "admin") != 0) {
+		http_error(res, 403, "Admin role required");
+		return -1;
+	}
+	/* A cookie is sent by the browser on its own; a custom header is not. */
+	if (app->who.via == AUTH_VIA_COOKIE && req->method != HTTP_GET && req->method != HTTP_HEAD) {
+		xrw = http_param(req, "HTTP_X_REQUESTED_WITH");
+		if (xrw == NULL || strcmp(xrw, "bloqr") != 0) {
+			http_error(res, 403, "Cookie-authenticated requests that change state need the header X-Requested-With: bloqr");
+			return -1;
+		}
+	}
+	return 0;
+}
+
 void worker_handle(struct app *app, const struct http_io *io)
 {
 	struct http_response *res = &app->res;
@@ -140,7 +184,7 @@ void worker_handle(struct app *app, const struct http_io *io)
 		http_header(res, "Allow", allow);
 	} else if (route == ROUTER_BAD_PATH) {
 		http_error(res, 400, "Malformed percent-encoding in the path");
-	} else {
+	} else if (authorize(app, &req, &router_routes[route], res) == 0) {
 		router_routes[route].fn(app, &req, res, &m);
 	}
 	if (route < 0)

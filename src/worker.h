@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "arena.h"
+#include "auth.h"
 #include "config.h"
 #include "http.h"
 
@@ -17,6 +18,7 @@ struct app {
 	struct cache *cache;        /* the worker's one SQLite handle */
 	struct arena arena;         /* per-request memory */
 	struct http_response res;   /* reused across requests */
+	struct principal who;       /* the caller of the current request */
 	unsigned long long served;
 };
 

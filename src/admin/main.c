@@ -13,10 +13,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
+#include <sodium.h>
+
+#include "auth.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
+#include "pg.h"
+#include "text.h"
+#include "users.h"
 
 enum { ADMIN_OK = 0, ADMIN_FAIL = 1, ADMIN_USAGE = 2 };
 
@@ -37,10 +45,17 @@ struct admin_cmd {
 };
 
 static int cmd_migrate(struct admin_ctx *ctx, int argc, char **argv);
+static int cmd_user_create(struct admin_ctx *ctx, int argc, char **argv);
+static int cmd_token_create(struct admin_ctx *ctx, int argc, char **argv);
 
 static const struct admin_cmd admin_cmds[] = {
 	{ "migrate", NULL, cmd_migrate, "[--dir DIR] [--status]",
 	  "apply pending PostgreSQL and SQLite migrations (--status: list them)" },
+	{ "user", "create", cmd_user_create,
+	  "--email E [--name N] [--role admin|user|readonly] [--tier T] [--password-stdin]",
+	  "create a user (password: one line on standard input); prints its id" },
+	{ "token", "create", cmd_token_create, "--email E [--ttl-days D] [--name LABEL]",
+	  "create a bearer token for a user (D 0..3650, default 90, 0 = never expires); prints it" },
 };
 #define NCMDS (sizeof admin_cmds / sizeof admin_cmds[0])
 
@@ -185,6 +200,257 @@ static int cmd_migrate(struct admin_ctx *ctx, int argc, char **argv)
 	return ADMIN_OK;
 }
 
+/* ------------------------------------------------ user and token -- */
+
+/* A value that fails validation: one line, the usage status. */
+static int admin_bad_value(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int admin_bad_value(const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	errorf("%s", line);
+	return ADMIN_USAGE;
+}
+
+/* A free-text option (a name, a token label): valid UTF-8 of at most max
+ * characters with no control characters. */
+static bool admin_text_ok(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (!text_utf8_valid(s, n) || text_utf8_len(s) > max)
+		return false;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/* Connect to [database] url with the configured statement timeout. NULL
+ * (message printed) when that fails; the caller frees with pg_free. */
+static struct pg *admin_pg(const struct conf *c)
+{
+	struct pg *pg = pg_new(c->db_url, c->db_statement_timeout_ms, "bloqr-admin");
+
+	if (pg == NULL) {
+		errorf("out of memory");
+		return NULL;
+	}
+	if (pg_connect(pg) != PG_OK) {
+		errorf("postgres: cannot connect: %s", pg_last_error(pg));
+		pg_free(pg);
+		return NULL;
+	}
+	return pg;
+}
+
+/* One line for a pg_err that the command has no better words for. */
+static int admin_pg_failed(struct pg *pg, int err, const char *what)
+{
+	const char *msg = pg_last_error(pg);
+
+	if (msg == NULL || msg[0] == '\0')
+		msg = err == PG_EUNAVAIL ? "server unavailable" : "unexpected error";
+	errorf("postgres: %s failed: %s", what, msg);
+	return ADMIN_FAIL;
+}
+
+/* Read the password for --password-stdin: one line of standard input
+ * without its line end (\n or \r\n), not empty, no NUL byte, at most
+ * USERS_PASSWORD_MAX bytes; the rest of a longer line is read and dropped
+ * so memory stays bounded. On a terminal a prompt goes to stderr and echo
+ * is off while typing. Returns 0, or -1 with the message printed. pw is
+ * always NUL-terminated; the caller wipes it. */
+static int read_password(char pw[static USERS_PASSWORD_MAX + 2])
+{
+	struct termios old, quiet;
+	bool tty = isatty(STDIN_FILENO), echo_off = false, too_long = false, nul = false;
+	size_t n = 0;
+	int ch, rc = -1;
+
+	pw[0] = '\0';
+	if (tty) {
+		fputs("Password: ", stderr);
+		fflush(stderr);
+		if (tcgetattr(STDIN_FILENO, &old) == 0) {
+			quiet = old;
+			quiet.c_lflag &= ~(tcflag_t)ECHO;
+			echo_off = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+		}
+	}
+	/* Room for USERS_PASSWORD_MAX bytes and a trailing \r. */
+	while ((ch = getc(stdin)) != EOF && ch != '\n') {
+		if (n < USERS_PASSWORD_MAX + 1)
+			pw[n++] = (char)ch;
+		else
+			too_long = true;
+		nul = nul || ch == '\0';
+	}
+	if (echo_off) {
+		(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+		fputc('\n', stderr);
+	}
+	if (n > 0 && pw[n - 1] == '\r')
+		n--;
+	pw[n] = '\0';
+	if (ferror(stdin))
+		errorf("cannot read the password from standard input");
+	else if (too_long || n > USERS_PASSWORD_MAX)
+		errorf("the password is longer than %d bytes", USERS_PASSWORD_MAX);
+	else if (nul)
+		errorf("the password contains a NUL byte");
+	else if (n == 0)
+		errorf("the password read from standard input is empty");
+	else
+		rc = 0;
+	if (rc < 0)
+		sodium_memzero(pw, USERS_PASSWORD_MAX + 2);
+	return rc;
+}
+
+static int cmd_user_create(struct admin_ctx *ctx, int argc, char **argv)
+{
+	const char *email = NULL, *name = NULL, *role = NULL, *tier = NULL;
+	bool want_pw = false;
+	char pw[USERS_PASSWORD_MAX + 2];
+	char id[40];
+	const struct conf *c;
+	struct pg *pg;
+	int r;
+
+	for (int i = 0; i < argc; i++) {
+		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
+			if (r < 0)
+				return ADMIN_USAGE;
+		} else if ((r = opt_value(argc, argv, &i, NULL, "--email", &email)) != 0) {
+			if (r < 0)
+				return admin_usage_error("--email needs an address");
+		} else if ((r = opt_value(argc, argv, &i, NULL, "--name", &name)) != 0) {
+			if (r < 0)
+				return admin_usage_error("--name needs a value");
+		} else if ((r = opt_value(argc, argv, &i, NULL, "--role", &role)) != 0) {
+			if (r < 0)
+				return admin_usage_error("--role needs a value");
+		} else if ((r = opt_value(argc, argv, &i, NULL, "--tier", &tier)) != 0) {
+			if (r < 0)
+				return admin_usage_error("--tier needs a value");
+		} else if (strcmp(argv[i], "--password-stdin") == 0) {
+			want_pw = true;
+		} else {
+			return admin_usage_error("user create: unexpected argument '%s'", argv[i]);
+		}
+	}
+	/* Everything is checked before the configuration or the database. */
+	if (email == NULL)
+		return admin_usage_error("user create: --email is required");
+	if (!users_email_valid(email))
+		return admin_bad_value("invalid email address '%s'", email);
+	if (name != NULL && !admin_text_ok(name, USERS_NAME_MAX))
+		return admin_bad_value("invalid name: at most %d characters of UTF-8 text, no control characters",
+		    USERS_NAME_MAX);
+	if (role != NULL && !users_role_valid(role))
+		return admin_bad_value("invalid role '%s' (admin, user or readonly)", role);
+	if (tier != NULL && !users_tier_valid(tier))
+		return admin_bad_value("invalid tier '%s' (anonymous, free, pro or admin)", tier);
+	if ((c = admin_conf(ctx)) == NULL)
+		return ADMIN_FAIL;
+	if (want_pw && read_password(pw) < 0)
+		return ADMIN_FAIL;
+	if ((pg = admin_pg(c)) == NULL) {
+		sodium_memzero(pw, sizeof pw);
+		return ADMIN_FAIL;
+	}
+	r = users_create(pg, email, name, role, tier, want_pw ? pw : NULL, id);
+	sodium_memzero(pw, sizeof pw);
+	if (r == PG_ECONFLICT) {
+		errorf("a user with email '%s' already exists", email);
+		r = ADMIN_FAIL;
+	} else if (r != PG_OK) {
+		r = admin_pg_failed(pg, r, "creating the user");
+	} else {
+		printf("%s\n", id);
+		r = ADMIN_OK;
+	}
+	pg_free(pg);
+	return r;
+}
+
+#define TOKEN_TTL_DAYS_DEFAULT 90
+#define TOKEN_TTL_DAYS_MAX 3650
+#define TOKEN_LABEL_MAX 200
+
+static int cmd_token_create(struct admin_ctx *ctx, int argc, char **argv)
+{
+	const char *email = NULL, *ttl = NULL, *label = NULL;
+	char id[40], token[AUTH_TOKEN_LEN + 1];
+	int64_t days = TOKEN_TTL_DAYS_DEFAULT;
+	const struct conf *c;
+	struct pg *pg;
+	int r;
+
+	for (int i = 0; i < argc; i++) {
+		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
+			if (r < 0)
+				return ADMIN_USAGE;
+		} else if ((r = opt_value(argc, argv, &i, NULL, "--email", &email)) != 0) {
+			if (r < 0)
+				return admin_usage_error("--email needs an address");
+		} else if ((r = opt_value(argc, argv, &i, NULL, "--ttl-days", &ttl)) != 0) {
+			if (r < 0)
+				return admin_usage_error("--ttl-days needs a number of days");
+		} else if ((r = opt_value(argc, argv, &i, NULL, "--name", &label)) != 0) {
+			if (r < 0)
+				return admin_usage_error("--name needs a label");
+		} else {
+			return admin_usage_error("token create: unexpected argument '%s'", argv[i]);
+		}
+	}
+	if (email == NULL)
+		return admin_usage_error("token create: --email is required");
+	if (!users_email_valid(email))
+		return admin_bad_value("invalid email address '%s'", email);
+	if (ttl != NULL) {
+		days = text_parse_uint(ttl, strlen(ttl));
+		if (days < 0 || days > TOKEN_TTL_DAYS_MAX)
+			return admin_bad_value("invalid --ttl-days '%s': a whole number of days from 0 to %d (0 = never expires)",
+			    ttl, TOKEN_TTL_DAYS_MAX);
+	}
+	if (label != NULL && !admin_text_ok(label, TOKEN_LABEL_MAX))
+		return admin_bad_value("invalid --name: at most %d characters of UTF-8 text, no control characters",
+		    TOKEN_LABEL_MAX);
+	if ((c = admin_conf(ctx)) == NULL)
+		return ADMIN_FAIL;
+	if ((pg = admin_pg(c)) == NULL)
+		return ADMIN_FAIL;
+	r = users_find_by_email(pg, email, id);
+	if (r == 0) {
+		errorf("no user with email '%s'", email);
+		r = ADMIN_FAIL;
+	} else if (r < 0) {
+		r = admin_pg_failed(pg, r, "looking up the user");
+	} else {
+		r = auth_credential_create(pg, id, AUTH_KIND_TOKEN, (long)days * 86400L, label,
+		    NULL, NULL, token);
+		if (r == PG_EINPUT) {
+			errorf("user '%s' is banned: no token created", email);
+			r = ADMIN_FAIL;
+		} else if (r != PG_OK) {
+			r = admin_pg_failed(pg, r, "creating the token");
+		} else {
+			printf("%s\n", token);
+			r = ADMIN_OK;
+		}
+		sodium_memzero(token, sizeof token);
+	}
+	pg_free(pg);
+	return r;
+}
+
 /* -------------------------------------------------------------- main -- */
 
 int main(int argc, char **argv)
@@ -197,6 +463,10 @@ int main(int argc, char **argv)
 	 * warnings (e.g. a failed connect attempt) would only repeat them. */
 	log_threshold = LOG_LVL_ERROR;
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (sodium_init() < 0) {
+		errorf("cannot initialise libsodium");
+		return ADMIN_FAIL;
+	}
 
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {

@@ -4,6 +4,7 @@
 #define BLOQR_HANDLERS_H
 
 #include <json.h>
+#include <libpq-fe.h>
 
 #include "http.h"
 #include "router.h"
@@ -17,8 +18,45 @@ void h_health(struct app *, struct http_request *, struct http_response *, const
 /* metrics.c */
 void h_metrics(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 
+/* auth.c */
+void h_sign_in(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_sign_out(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_session(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+/* admin_users.c */
+void h_users_list(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_users_get(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_users_patch(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_users_delete(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_users_ban(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_users_unban(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+/* audit.c */
+void h_audit_list(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+
+/* ---- common.c ---- */
 /* Serialize obj as the response body with the given status; frees obj.
  * A NULL obj (allocation failed upstream) becomes a 500. */
 void h_json(struct http_response *res, int status, struct json_object *obj);
+/* The response for a failed database call (enum pg_err). */
+void h_pg_error(struct http_response *res, int err);
+/* The request body as a JSON object, or NULL with a 400 already set. */
+struct json_object *h_body_object(const struct http_request *req, struct http_response *res);
+/* A new {"success":true} object, NULL when out of memory. */
+struct json_object *h_success(void);
+/* 200 {"success":true,"message":msg}. */
+void h_message(struct http_response *res, const char *msg);
+/* Query parameter as a number in [min, max], def when absent; -1 with a
+ * 400 set when malformed or out of range. */
+int h_query_long(const struct http_request *req, struct http_response *res, const char *name,
+    long def, long min, long max, long *out);
+/* Query parameter as text (NULL when absent or empty); -1 with a 400 set
+ * when malformed or too long. */
+int h_query_str(const struct http_request *req, struct http_response *res, const char *name,
+    size_t maxlen, const char **out);
+/* One API object from row i of a result. */
+typedef struct json_object *(*h_row_fn)(const PGresult *r, int i);
+/* 200 {success, <key>:[fn(row)…], total, limit, offset} (a negative number
+ * leaves its field out). */
+void h_reply_page(struct http_response *res, const PGresult *r, const char *key, h_row_fn fn,
+    long total, long limit, long offset);
 
 #endif

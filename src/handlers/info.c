@@ -6,27 +6,6 @@
 #include "worker.h"
 
 
-void h_json(struct http_response *res, int status, struct json_object *obj)
-{
-	const char *s;
-	size_t len;
-
-	if (obj == NULL) {
-		http_error(res, 500, "Out of memory");
-		return;
-	}
-	s = jsonx_dump(obj, &len);
-	if (s == NULL) {
-		json_object_put(obj);
-		http_error(res, 500, "Out of memory");
-		return;
-	}
-	res->status = status;
-	buf_reset(&res->body);
-	buf_append(&res->body, s, len);
-	json_object_put(obj);
-}
-
 void h_api_index(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {

@@ -33,6 +33,7 @@ use Exporter qw(import);
 use File::Path qw(remove_tree);
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
+use Test::Builder;
 use IO::Socket::INET;
 use IO::Socket::UNIX;
 use JSON::PP;
@@ -41,8 +42,8 @@ use Time::HiRes qw(time sleep);
 
 our @EXPORT = qw(
 	free_port pg_start write_conf migrate admin pool_start bg_start
-	nginx_start apache_start http poll run_cmd log_tail
-	builddir srcdir program workdir
+	nginx_start apache_start http poll run_cmd log_tail listening
+	builddir srcdir program workdir stack json_error_ok
 );
 
 # Never talk to a proxy: the servers under test are on loopback.
@@ -51,13 +52,17 @@ delete $ENV{$_} for grep { /_proxy$/i } keys %ENV;
 my $OWNER = $$;          # END only cleans up in the process that loaded us
 my $TMP;                 # the private working directory
 my $KEEP = $ENV{BLOQR_KEEP};
+my $DEV = 0;             # dev_up(): fixed names in .dev/, nothing removed
 my @CLEANUP;             # objects with ->_kill, stopped in reverse order
 my %LOGS;                # name => path, printed on failure
 my $SEQ = 0;
 my $LAST_PG;
 
-for my $sig (qw(INT TERM HUP)) {
-	$SIG{$sig} = sub { exit 128 + 2 } if !defined $SIG{$sig} || $SIG{$sig} eq '' || $SIG{$sig} eq 'DEFAULT';
+# Die of a signal (also a closed stdout: prove stopped, `| head`) only after
+# END has stopped every server, so nothing is left running.
+for my $sig (qw(INT TERM HUP PIPE)) {
+	next if defined $SIG{$sig} && $SIG{$sig} ne '' && $SIG{$sig} ne 'DEFAULT';
+	$SIG{$sig} = sub { $SIG{PIPE} = 'IGNORE'; exit 128 + 1 };
 }
 
 # --- paths ---------------------------------------------------------------
@@ -87,6 +92,7 @@ sub workdir {
 sub _subdir {
 	my ($what) = @_;
 	my $d = workdir() . "/$what";
+	remove_tree($d) if $DEV && $what ne 'pg';
 	$d .= '-' . ++$SEQ if -e $d;
 	mkdir $d or die "mkdir $d: $!\n";
 	chmod 0755, $d;
@@ -139,7 +145,12 @@ sub _child_exec {
 	my ($cmd, %o) = @_;
 	eval {
 		setpgrp(0, 0);
-		open STDIN, '<', ($o{stdin_file} // '/dev/null') or die "stdin: $!\n";
+		if ($o{stdin_fh}) {
+			open STDIN, '<&', $o{stdin_fh} or die "stdin: $!\n";
+			close $o{stdin_fh};
+		} else {
+			open STDIN, '<', '/dev/null' or die "stdin: $!\n";
+		}
 		open STDOUT, '>>', $o{out} or die "$o{out}: $!\n" if $o{out};
 		open STDERR, '>>', $o{err} or die "$o{err}: $!\n" if $o{err};
 		while (my ($k, $v) = each %{ $o{env} || {} }) {
@@ -155,23 +166,35 @@ sub _child_exec {
 }
 
 # Run a command to completion: { rc, out, err } (rc = exit status, or 128+sig).
-# Options: stdin (string), env (hashref; undef deletes), user, dir, timeout (s).
+# Options: stdin (string, fed through a pipe), env (hashref; undef deletes),
+# user, dir, timeout (s, default 120).
 sub run_cmd {
 	my ($cmd, %o) = @_;
 	my $d = workdir();
 	my $n = ++$SEQ;
-	my ($in, $out, $err) = map { "$d/.run$n.$_" } qw(in out err);
-	_spew($in, $o{stdin} // '');
+	my ($out, $err) = map { "$d/.run$n.$_" } qw(out err);
 	_spew($_, '') for $out, $err;
-	if ($o{user}) {
-		my ($uid, $gid) = (getpwnam($o{user}))[2, 3];
-		chown $uid, $gid, $out, $err;
-	}
+	pipe(my $rd, my $wr) or die "pipe: $!\n";
 	my $pid = fork // die "fork: $!\n";
-	_child_exec($cmd, %o, stdin_file => $in, out => $out, err => $err) if $pid == 0;
+	if ($pid == 0) {
+		close $wr;
+		_child_exec($cmd, %o, stdin_fh => $rd, out => $out, err => $err);
+	}
+	close $rd;
+	my $in = $o{stdin} // '';
+	$wr->blocking(0);
+	local $SIG{PIPE} = 'IGNORE';
 	my $deadline = time + ($o{timeout} // 120);
 	my $rc;
 	while (1) {
+		if (defined $wr) {
+			my $w = length $in ? syswrite($wr, $in) : 0;
+			substr($in, 0, $w, '') if $w;
+			if (!length $in || (!defined $w && !$!{EAGAIN})) {
+				close $wr;
+				undef $wr;
+			}
+		}
 		my $w = waitpid($pid, WNOHANG);
 		if ($w == $pid) { $rc = $?; last }
 		if (time > $deadline) {
@@ -181,9 +204,10 @@ sub run_cmd {
 		}
 		sleep 0.01;
 	}
+	close $wr if defined $wr;
 	my %r = (rc => ($rc & 127 ? 128 + ($rc & 127) : $rc >> 8),
 		out => _slurp($out), err => _slurp($err));
-	unlink $in, $out, $err;
+	unlink $out, $err;
 	return \%r;
 }
 
@@ -237,6 +261,7 @@ sub free_port {
 
 # Whether a socket is in LISTEN state at ADDR (HOST:PORT or unix:/path),
 # read from /proc so that the server is not disturbed by a probe connection.
+sub listening { _listening(@_) }
 sub _listening {
 	my ($addr) = @_;
 	if ($addr =~ m{^unix:(.*)$}) {
@@ -394,7 +419,7 @@ sub migrate {
 
 # Start cgi-bin/bloqr.fcgi -c $conf --listen ADDR --workers N in the
 # background; waits until ADDR listens (10 s). Options: workers (2),
-# listen (127.0.0.1:<free port>), args (extra arguments), env.
+# listen (127.0.0.1:<free port>), args (extra arguments), env, log.
 sub pool_start {
 	my ($conf, %o) = @_;
 	my $listen = $o{listen} // '127.0.0.1:' . free_port();
@@ -402,7 +427,7 @@ sub pool_start {
 	my $p = bg_start([program('cgi-bin/bloqr.fcgi'), '-c', $conf, '--listen', $listen,
 		'--workers', $o{workers} // 2, @{ $o{args} || [] }],
 		listen => $listen, name => 'pool', env => $o{env},
-		log => workdir() . "/pool-$n.log", dir => workdir());
+		log => $o{log} // workdir() . "/pool-$n.log", dir => workdir());
 	$p->{conf} = $conf;
 	return $p;
 }
@@ -489,7 +514,7 @@ sub apache_start {
 	my $builtin = run_cmd([$bin, '-l'])->{out} // '';
 	my $load = '';
 	for my $m (qw(mpm_event unixd authz_core authz_host proxy proxy_fcgi setenvif
-	    headers mime log_config env alias)) {
+	    headers mime log_config env alias unique_id)) {
 		next if $builtin =~ /\bmod_$m\.c\b/ || !-e "$moddir/mod_$m.so";
 		$load .= "LoadModule ${m}_module $moddir/mod_$m.so\n";
 	}
@@ -500,7 +525,7 @@ ServerRoot "$dir"
 ServerName 127.0.0.1
 PidFile $dir/httpd.pid
 ErrorLog $dir/error.log
-LogLevel debug
+LogLevel warn
 DefaultRuntimeDir $dir/run
 Mutex file:$dir/run default
 $load$user
@@ -508,6 +533,8 @@ StartServers 1
 ServerLimit 2
 ThreadsPerChild 25
 MaxRequestWorkers 50
+MinSpareThreads 5
+MaxSpareThreads 50
 TypesConfig /etc/mime.types
 LogFormat "%h %l %u %t \\"%r\\" %>s %b" common
 CustomLog $dir/access.log common
@@ -544,6 +571,52 @@ sub http {
 	return \%res;
 }
 
+# Test that $r is an error answer: status $code, application/json,
+# {"success": false, "error": "<non-empty>"} (matching $re when given),
+# an X-Request-Id, and no internal detail (SQL, paths, connection strings).
+sub json_error_ok {
+	my ($r, $code, $re, $name) = @_;
+	my $tb = Test::Builder->new;
+	my @why;
+	push @why, "status $r->{status}, expected $code" if $r->{status} != $code;
+	push @why, "Content-Type is " . ($r->{headers}{'content-type'} // 'missing')
+	    if ($r->{headers}{'content-type'} // '') !~ m{^application/json}i;
+	my $j = $r->{json};
+	if (ref $j ne 'HASH') {
+		push @why, 'body is not a JSON object';
+	} else {
+		push @why, '"success" is not false'
+		    unless exists $j->{success} && JSON::PP::is_bool($j->{success}) && !$j->{success};
+		push @why, '"error" is not a non-empty string'
+		    unless defined $j->{error} && !ref $j->{error} && length $j->{error};
+		push @why, "error \"$j->{error}\" does not match $re"
+		    if $re && defined $j->{error} && $j->{error} !~ $re;
+	}
+	push @why, 'no X-Request-Id' unless length($r->{headers}{'x-request-id'} // '');
+	push @why, 'body reveals internals'
+	    if $r->{content} =~ m{\bSQL\b|SQLSTATE|\bSELECT\b|\bINSERT\b|postgres(?:ql)?://|host=/|\.c:\d+|/src/|/tmp/|libpq|sqlite3?_}i;
+	my $ok = $tb->ok(!@why, $name // "$code JSON error");
+	$tb->diag(join("\n", @why) . "\nbody: " . substr($r->{content}, 0, 500)) unless $ok;
+	return $ok;
+}
+
+# The usual stack for one test: PostgreSQL, a conf (conf => {overrides}),
+# migrations, the pool (workers => N, default 2) and a web server
+# (web => 'nginx' (default), 'apache' or 'none'). Returns a hash:
+# { pg, conf, pool, web, url } (url = the web server's base URL).
+sub stack {
+	my (%o) = @_;
+	my $pg = pg_start();
+	my $conf = write_conf(%{ $o{conf} || {} });
+	migrate($conf);
+	my $pool = pool_start($conf, workers => $o{workers} // 2);
+	my $kind = $o{web} // 'nginx';
+	my $web = $kind eq 'nginx' ? nginx_start(upstream => $pool->addr)
+	    : $kind eq 'apache' ? apache_start(upstream => $pool->addr) : undef;
+	return { pg => $pg, conf => $conf, pool => $pool, web => $web,
+		url => $web ? $web->{url} : undef };
+}
+
 # --- cleanup -------------------------------------------------------------
 
 END {
@@ -565,7 +638,9 @@ END {
 		for my $obj (reverse @CLEANUP) {
 			eval { $obj->_kill; 1 } or print STDERR "BloqrTest cleanup: $@";
 		}
-		if ($KEEP) {
+		if ($DEV) {
+			# ./dev up keeps its state
+		} elsif ($KEEP) {
 			print STDERR "BloqrTest: kept $TMP\n";
 		} else {
 			remove_tree($TMP);
@@ -586,7 +661,7 @@ sub dev_up {
 	-d $dir or mkdir $dir or die "mkdir $dir: $!\n";
 	chmod 0755, $dir;
 	$TMP = $dir;
-	$KEEP = 1;
+	$DEV = 1;
 	my $pgdir = "$dir/pg";
 	-d $pgdir or mkdir $pgdir or die "mkdir $pgdir: $!\n";
 	chmod 0755, $pgdir;
@@ -602,7 +677,7 @@ sub dev_up {
 		print STDERR $r->{err} // '';
 		die "after_migrate hook failed (exit $r->{rc})\n" if $r->{rc};
 	}
-	my $pool = pool_start($conf, workers => 2);
+	my $pool = pool_start($conf, workers => 2, log => "$dir/pool.log");
 	my $port = $o{port} && !_listening("127.0.0.1:$o{port}") ? $o{port} : free_port();
 	my $web = nginx_start(upstream => $pool->addr, port => $port);
 	print "bloqr-backend is up: $web->{url}/api/health\n",

@@ -1,0 +1,272 @@
+#include "auth.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http.h"
+#include "log.h"
+#include "pg.h"
+#include "worker.h"
+
+/* One lookup for both kinds of credential; the user's role and an
+ * unexpired ban come with it. `touch` says last_used_at is over a minute
+ * old, so it is written at most once a minute per credential. */
+static const struct pg_stmt st_lookup = { "auth_lookup",
+	"SELECT t.kind, t.id, u.id, u.role, "
+	"  (u.banned AND (u.ban_expires IS NULL OR u.ban_expires > now())), t.token_hash, "
+	"  (t.last_used_at IS NULL OR t.last_used_at < now() - interval '60 seconds') "
+	"FROM (SELECT 's' AS kind, id, user_id, token_hash, last_used_at FROM sessions "
+	"       WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now() "
+	"      UNION ALL "
+	"      SELECT 't', id, user_id, token_hash, last_used_at FROM api_tokens "
+	"       WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())) t "
+	"JOIN users u ON u.id = t.user_id LIMIT 1", 1, true };
+static const struct pg_stmt st_touch_session = { "auth_touch_session",
+	"UPDATE sessions SET last_used_at = now() WHERE id = $1", 1, true };
+static const struct pg_stmt st_touch_token = { "auth_touch_token",
+	"UPDATE api_tokens SET last_used_at = now() WHERE id = $1", 1, true };
+
+/* FOR SHARE on the user row orders this insert against a concurrent ban or
+ * delete (both update or delete that row): a credential is never created
+ * for a user whose ban committed first, and a ban always sees (and
+ * revokes) a credential committed before it. */
+static const struct pg_stmt st_new_session = { "auth_new_session",
+	"WITH u AS (SELECT id FROM users WHERE id = $1 "
+	"           AND NOT (banned AND (ban_expires IS NULL OR ban_expires > now())) FOR SHARE) "
+	"INSERT INTO sessions (user_id, token_hash, expires_at, ip_address, user_agent) "
+	"SELECT id, $2, now() + make_interval(secs => $3::double precision), $4, $5 FROM u RETURNING id",
+	5, false };
+static const struct pg_stmt st_new_token = { "auth_new_token",
+	"WITH u AS (SELECT id FROM users WHERE id = $1 "
+	"           AND NOT (banned AND (ban_expires IS NULL OR ban_expires > now())) FOR SHARE) "
+	"INSERT INTO api_tokens (user_id, token_hash, expires_at, name) "
+	"SELECT id, $2, CASE WHEN $3::bigint = 0 THEN NULL "
+	"                    ELSE now() + make_interval(secs => $3::double precision) END, $4 "
+	"FROM u RETURNING id", 4, false };
+static const struct pg_stmt st_revoke_session = { "auth_revoke_session",
+	"UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", 1, false };
+static const struct pg_stmt st_revoke_token = { "auth_revoke_token",
+	"UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", 1, false };
+
+void auth_token_new(char out[static AUTH_TOKEN_LEN + 1])
+{
+	unsigned char raw[32];
+
+	randombytes_buf(raw, sizeof raw);
+	memcpy(out, "bq_", 3);
+	sodium_bin2base64(out + 3, AUTH_TOKEN_LEN + 1 - 3, raw, sizeof raw,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	sodium_memzero(raw, sizeof raw);
+}
+
+void auth_token_hash(const char *token, char out[static AUTH_HASH_HEX])
+{
+	unsigned char h[crypto_hash_sha256_BYTES];
+
+	crypto_hash_sha256(h, (const unsigned char *)token, strlen(token));
+	sodium_bin2hex(out, AUTH_HASH_HEX, h, sizeof h);
+}
+
+int auth_password_hash(const char *pw, char out[static crypto_pwhash_STRBYTES])
+{
+	return crypto_pwhash_str(out, pw, strlen(pw), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+	    crypto_pwhash_MEMLIMIT_INTERACTIVE) == 0 ? 0 : -1;
+}
+
+bool auth_password_verify(const char *hash, const char *pw)
+{
+	char buf[crypto_pwhash_STRBYTES];
+
+	if (hash == NULL || strlen(hash) >= sizeof buf)
+		return false;
+	memset(buf, 0, sizeof buf);
+	memcpy(buf, hash, strlen(hash));
+	return crypto_pwhash_str_verify(buf, pw, strlen(pw)) == 0;
+}
+
+void auth_password_dummy(const char *pw)
+{
+	/* Made once per process, so an unknown email costs what a known one does. */
+	static char dummy[crypto_pwhash_STRBYTES];
+
+	if (dummy[0] == '\0' && auth_password_hash("bloqr-dummy-password", dummy) < 0)
+		return;
+	(void)auth_password_verify(dummy, pw);
+}
+
+/* Tokens are ours: a prefix and base64url. Anything else is not worth a
+ * database round trip. */
+static bool token_shape_ok(const char *t, size_t n)
+{
+	if (n < 8 || n > 128)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = t[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+const char *auth_presented_token(const struct http_request *req, enum auth_via *via)
+{
+	const char *h = http_param(req, "HTTP_AUTHORIZATION");
+	const char *c;
+
+	*via = AUTH_VIA_NONE;
+	if (h && *h) {
+		*via = AUTH_VIA_BEARER;
+		if (strncasecmp(h, "Bearer ", 7) != 0)
+			return "";
+		h += 7;
+		while (*h == ' ')
+			h++;
+		return h;
+	}
+	c = http_param(req, "HTTP_COOKIE");
+	while (c && *c) {
+		size_t n;
+		while (*c == ' ' || *c == ';')
+			c++;
+		n = strcspn(c, ";");
+		if (n > sizeof AUTH_COOKIE && strncmp(c, AUTH_COOKIE "=", sizeof AUTH_COOKIE) == 0) {
+			char *tok = arena_strndup(req->arena, c + sizeof AUTH_COOKIE, n - sizeof AUTH_COOKIE);
+			*via = AUTH_VIA_COOKIE;
+			return tok ? tok : "";
+		}
+		c += n;
+	}
+	return NULL;
+}
+
+int auth_resolve(struct app *app, const struct http_request *req, struct principal *p)
+{
+	char hash[AUTH_HASH_HEX];
+	const char *tok;
+	const char *params[1];
+	PGresult *r;
+	int err;
+
+	memset(p, 0, sizeof *p);
+	tok = auth_presented_token(req, &p->via);
+	if (tok == NULL)
+		return AUTH_NONE;
+	if (!token_shape_ok(tok, strlen(tok)))
+		return AUTH_INVALID;
+	auth_token_hash(tok, hash);
+	params[0] = hash;
+	r = pg_query(app->pg, &st_lookup, params, &err);
+	if (r == NULL)
+		return err == PG_EUNAVAIL ? AUTH_UNAVAIL : AUTH_INVALID;
+	if (PQntuples(r) != 1 || strlen(PQgetvalue(r, 0, 5)) != AUTH_HASH_HEX - 1 ||
+	    sodium_memcmp(PQgetvalue(r, 0, 5), hash, AUTH_HASH_HEX - 1) != 0) {
+		PQclear(r);
+		return AUTH_INVALID;
+	}
+	p->present = true;
+	p->kind = PQgetvalue(r, 0, 0)[0] == 's' ? AUTH_KIND_SESSION : AUTH_KIND_TOKEN;
+	snprintf(p->cred_id, sizeof p->cred_id, "%s", PQgetvalue(r, 0, 1));
+	snprintf(p->user_id, sizeof p->user_id, "%s", PQgetvalue(r, 0, 2));
+	snprintf(p->role, sizeof p->role, "%s", PQgetvalue(r, 0, 3));
+	p->banned = PQgetvalue(r, 0, 4)[0] == 't';
+	if (PQgetvalue(r, 0, 6)[0] == 't') {
+		const char *id[] = { p->cred_id };
+		PGresult *t = pg_query(app->pg, p->kind == AUTH_KIND_SESSION ? &st_touch_session : &st_touch_token,
+		    id, &err);
+		PQclear(t);   /* best effort: a failed touch never fails the request */
+	}
+	PQclear(r);
+	return AUTH_OK;
+}
+
+int auth_credential_create(struct pg *pg, const char *user_id, enum auth_kind kind, long ttl_s,
+    const char *label, const char *ip, const char *user_agent, char out[static AUTH_TOKEN_LEN + 1])
+{
+	char hash[AUTH_HASH_HEX], ttl[24];
+	PGresult *r;
+	int err;
+
+	auth_token_new(out);
+	auth_token_hash(out, hash);
+	snprintf(ttl, sizeof ttl, "%ld", ttl_s);
+	if (kind == AUTH_KIND_SESSION) {
+		const char *p[] = { user_id, hash, ttl, ip, user_agent };
+		r = pg_query(pg, &st_new_session, p, &err);
+	} else {
+		const char *p[] = { user_id, hash, ttl, label };
+		r = pg_query(pg, &st_new_token, p, &err);
+	}
+	if (r == NULL)
+		goto fail;
+	err = PQntuples(r) == 1 ? PG_OK : PG_EINPUT;   /* no row: banned or gone */
+	PQclear(r);
+	if (err == PG_OK)
+		return PG_OK;
+fail:
+	sodium_memzero(out, AUTH_TOKEN_LEN + 1);
+	return err;
+}
+
+int auth_credential_revoke(struct pg *pg, const struct principal *p)
+{
+	const char *params[] = { p->cred_id };
+	int err;
+	PGresult *r = pg_query(pg, p->kind == AUTH_KIND_SESSION ? &st_revoke_session : &st_revoke_token,
+	    params, &err);
+
+	PQclear(r);
+	return err;
+}
+
+static const struct pg_stmt st_signin_lock = { "auth_signin_lock",
+	"SELECT pg_advisory_xact_lock(hashtext('bloqr-signin:' || lower($1)))", 1, false };
+static const struct pg_stmt st_attempts = { "auth_attempts_check",
+	"SELECT count(*) FILTER (WHERE lower(email) = lower($1)), "
+	"       count(*) FILTER (WHERE client_addr = $2), "
+	"       ceil(extract(epoch FROM min(attempted_at) + make_interval(secs => $3::double precision) - now())) "
+	"FROM auth_attempts "
+	"WHERE NOT succeeded AND attempted_at > now() - make_interval(secs => $3::double precision) "
+	"  AND (lower(email) = lower($1) OR client_addr = $2)", 3, false };
+static const struct pg_stmt st_attempt_insert = { "auth_attempt_insert",
+	"INSERT INTO auth_attempts (email, client_addr, succeeded) VALUES ($1, $2, $3)", 3, false };
+
+int auth_signin_lock(struct pg *pg, const char *email)
+{
+	const char *p[] = { email };
+	int err;
+	PGresult *r = pg_query(pg, &st_signin_lock, p, &err);
+
+	PQclear(r);
+	return err;
+}
+
+int auth_attempts_check(struct pg *pg, const char *email, const char *addr, bool *locked, long *retry_after)
+{
+	char window[16];
+	const char *p[] = { email, addr, window };
+	PGresult *r;
+	int err;
+
+	snprintf(window, sizeof window, "%d", AUTH_WINDOW_S);
+	r = pg_query(pg, &st_attempts, p, &err);
+	if (r == NULL)
+		return err;
+	*locked = atol(PQgetvalue(r, 0, 0)) >= AUTH_MAX_FAILURES || atol(PQgetvalue(r, 0, 1)) >= AUTH_MAX_FAILURES;
+	*retry_after = PQgetisnull(r, 0, 2) ? AUTH_WINDOW_S : atol(PQgetvalue(r, 0, 2));
+	if (*retry_after < 1)
+		*retry_after = 1;
+	PQclear(r);
+	return PG_OK;
+}
+
+int auth_attempt_record(struct pg *pg, const char *email, const char *addr, bool succeeded)
+{
+	const char *p[] = { email, addr, succeeded ? "true" : "false" };
+	int err;
+	PGresult *r = pg_query(pg, &st_attempt_insert, p, &err);
+
+	PQclear(r);
+	return err;
+}

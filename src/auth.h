@@ -1,0 +1,82 @@
+/* Credentials: bearer tokens and session cookies → one principal; token
+ * and password hashing; sign-in rate limiting. Owns the sessions,
+ * api_tokens and auth_attempts tables. */
+#ifndef BLOQR_AUTH_H
+#define BLOQR_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <sodium.h>
+
+struct app;
+struct http_request;
+struct pg;
+
+/* 32 random bytes, base64url without padding, after a "bq_" prefix. */
+#define AUTH_TOKEN_LEN (3 + 43)
+#define AUTH_HASH_HEX 65
+#define AUTH_SESSION_TTL_S (7 * 24 * 3600)
+#define AUTH_COOKIE "bloqr_session"
+
+enum auth_via { AUTH_VIA_NONE = 0, AUTH_VIA_BEARER, AUTH_VIA_COOKIE };
+enum auth_kind { AUTH_KIND_SESSION = 0, AUTH_KIND_TOKEN };
+
+struct principal {
+	bool present;                 /* credentials resolved to a user */
+	enum auth_via via;
+	enum auth_kind kind;
+	char cred_id[40];             /* sessions.id or api_tokens.id */
+	char user_id[40];
+	char role[16];                /* admin, user, readonly */
+	bool banned;                  /* an unexpired ban */
+};
+
+enum auth_result {
+	AUTH_OK = 0,
+	AUTH_NONE = 1,      /* no credentials presented */
+	AUTH_INVALID = 2,   /* unknown, expired or revoked: 401 */
+	AUTH_UNAVAIL = 3,   /* PostgreSQL unreachable: 503 */
+};
+
+/* Resolve the request's credentials (Authorization: Bearer wins over the
+ * cookie). Fills *p on AUTH_OK. */
+int auth_resolve(struct app *app, const struct http_request *req, struct principal *p);
+
+/* The token in "Authorization: Bearer …" or the session cookie, or NULL. */
+const char *auth_presented_token(const struct http_request *req, enum auth_via *via);
+
+/* A new random token into out (AUTH_TOKEN_LEN + 1 bytes). */
+void auth_token_new(char out[static AUTH_TOKEN_LEN + 1]);
+/* SHA-256 of the token, lowercase hex: what is stored. */
+void auth_token_hash(const char *token, char out[static AUTH_HASH_HEX]);
+
+/* argon2id (libsodium interactive limits). 0 / -1 (out of memory). */
+int auth_password_hash(const char *pw, char out[static crypto_pwhash_STRBYTES]);
+bool auth_password_verify(const char *hash, const char *pw);
+/* Burn the time of one verification (for unknown users). */
+void auth_password_dummy(const char *pw);
+
+/* Create a credential for user_id: a sign-in session (ttl_s seconds) or an
+ * API token (ttl_s 0 = never expires). Writes the token to out.
+ * Returns a pg_err. Refuses (PG_EINPUT) a user with an unexpired ban. */
+int auth_credential_create(struct pg *pg, const char *user_id, enum auth_kind kind, long ttl_s,
+    const char *label, const char *ip, const char *user_agent, char out[static AUTH_TOKEN_LEN + 1]);
+
+/* Revoke one credential. Returns a pg_err. */
+int auth_credential_revoke(struct pg *pg, const struct principal *p);
+
+
+
+/* ---- sign-in rate limiting (auth_attempts) ---- */
+#define AUTH_MAX_FAILURES 5
+#define AUTH_WINDOW_S (15 * 60)
+
+/* Serialize sign-ins for one email inside the caller's transaction. */
+int auth_signin_lock(struct pg *pg, const char *email);
+/* Whether email or addr has AUTH_MAX_FAILURES failures in the window; when
+ * locked, *retry_after is the seconds until the oldest one ages out. */
+int auth_attempts_check(struct pg *pg, const char *email, const char *addr, bool *locked, long *retry_after);
+int auth_attempt_record(struct pg *pg, const char *email, const char *addr, bool succeeded);
+
+#endif
