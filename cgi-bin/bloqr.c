@@ -14,6 +14,7 @@
 #include "config.h"
 #include "log.h"
 #include "pool.h"
+#include "syncer.h"
 #include "text.h"
 #include "worker.h"
 
@@ -108,10 +109,14 @@ int main(int argc, char **argv)
 
 	if (pool.listen) {
 		rc = pool_run(&pool);
-		if (rc == POOL_WORKER)
+		if (rc == POOL_WORKER) {
 			rc = serve(&pool.conf, pool.listen_fd, 0);
-		else
+		} else if (rc == POOL_SYNCER) {
+			close(pool.listen_fd);
+			rc = syncer_run(&pool.conf) < 0 ? 1 : 0;
+		} else {
 			rc = rc == POOL_MASTER_DONE ? 0 : 1;
+		}
 	} else if (!FCGX_IsCGI()) {
 		rc = serve(&pool.conf, 0, 0);     /* spawned: socket on stdin */
 	} else {

@@ -8,6 +8,8 @@
 #include "http.h"
 #include "log.h"
 #include "pg.h"
+#include "cache.h"
+#include "text.h"
 #include "worker.h"
 
 /* One lookup for both kinds of credential; the user's role and an
@@ -16,11 +18,12 @@
 static const struct pg_stmt st_lookup = { "auth_lookup",
 	"SELECT t.kind, t.id, u.id, u.role, "
 	"  (u.banned AND (u.ban_expires IS NULL OR u.ban_expires > now())), t.token_hash, "
-	"  (t.last_used_at IS NULL OR t.last_used_at < now() - interval '60 seconds') "
-	"FROM (SELECT 's' AS kind, id, user_id, token_hash, last_used_at FROM sessions "
+	"  (t.last_used_at IS NULL OR t.last_used_at < now() - interval '60 seconds'), "
+	"  coalesce((extract(epoch FROM t.expires_at) * 1000)::bigint, 0) "
+	"FROM (SELECT 's' AS kind, id, user_id, token_hash, last_used_at, expires_at FROM sessions "
 	"       WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now() "
 	"      UNION ALL "
-	"      SELECT 't', id, user_id, token_hash, last_used_at FROM api_tokens "
+	"      SELECT 't', id, user_id, token_hash, last_used_at, expires_at FROM api_tokens "
 	"       WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())) t "
 	"JOIN users u ON u.id = t.user_id LIMIT 1", 1, true };
 static const struct pg_stmt st_touch_session = { "auth_touch_session",
@@ -141,13 +144,27 @@ const char *auth_presented_token(const struct http_request *req, enum auth_via *
 	return NULL;
 }
 
-int auth_resolve(struct app *app, const struct http_request *req, struct principal *p)
+static void from_cred(struct principal *p, const struct cache_cred *cr)
+{
+	/* p->via and p->token_hash are already set. */
+	p->present = true;
+	p->kind = cr->kind == 't' ? AUTH_KIND_TOKEN : AUTH_KIND_SESSION;
+	snprintf(p->cred_id, sizeof p->cred_id, "%s", cr->cred_id);
+	snprintf(p->user_id, sizeof p->user_id, "%s", cr->user_id);
+	snprintf(p->role, sizeof p->role, "%s", cr->role);
+	p->banned = cr->banned;
+}
+
+int auth_resolve(struct app *app, const struct http_request *req, bool allow_stale, struct principal *p)
 {
 	char hash[AUTH_HASH_HEX];
 	const char *tok;
 	const char *params[1];
+	struct cache_cred cr;
+	int64_t now = text_now_ms();
+	uint64_t gen;
 	PGresult *r;
-	int err;
+	int err, have;
 
 	memset(p, 0, sizeof *p);
 	tok = auth_presented_token(req, &p->via);
@@ -156,21 +173,52 @@ int auth_resolve(struct app *app, const struct http_request *req, struct princip
 	if (!token_shape_ok(tok, strlen(tok)))
 		return AUTH_INVALID;
 	auth_token_hash(tok, hash);
+	memcpy(p->token_hash, hash, sizeof hash);
+
+	/* Security data comes from the cache only while the invalidation
+	 * listener is connected: then a ban or revocation anywhere reaches
+	 * it within a second or two. */
+	have = cache_cred_get(app->cache, hash, &cr);
+	if (have == 1 && cache_coherent(app->cache) &&
+	    now - cr.confirmed_ms <= app->conf->cache_max_age * 1000 &&
+	    (cr.expires_ms == 0 || cr.expires_ms > now)) {
+		from_cred(p, &cr);
+		return AUTH_OK;
+	}
+	gen = cache_gen(app->cache, CACHE_CREDENTIALS);
 	params[0] = hash;
 	r = pg_query(app->pg, &st_lookup, params, &err);
-	if (r == NULL)
-		return err == PG_EUNAVAIL ? AUTH_UNAVAIL : AUTH_INVALID;
+	if (r == NULL) {
+		if (err != PG_EUNAVAIL)
+			return AUTH_INVALID;
+		/* CONTRACT §5.5: a credential confirmed shortly before the outage
+		 * may still read cached data. */
+		if (allow_stale && have == 1 && app->conf->cache_auth_grace > 0 &&
+		    (cr.expires_ms == 0 || cr.expires_ms > now)) {
+			int64_t since = cache_outage_since(app->cache);
+			int64_t ref = since > 0 && !cache_coherent(app->cache) ? since : now;
+			if (cr.confirmed_ms >= ref - app->conf->cache_auth_grace * 1000) {
+				from_cred(p, &cr);
+				p->stale = true;
+				return AUTH_OK;
+			}
+		}
+		return AUTH_UNAVAIL;
+	}
 	if (PQntuples(r) != 1 || strlen(PQgetvalue(r, 0, 5)) != AUTH_HASH_HEX - 1 ||
 	    sodium_memcmp(PQgetvalue(r, 0, 5), hash, AUTH_HASH_HEX - 1) != 0) {
 		PQclear(r);
 		return AUTH_INVALID;
 	}
-	p->present = true;
-	p->kind = PQgetvalue(r, 0, 0)[0] == 's' ? AUTH_KIND_SESSION : AUTH_KIND_TOKEN;
-	snprintf(p->cred_id, sizeof p->cred_id, "%s", PQgetvalue(r, 0, 1));
-	snprintf(p->user_id, sizeof p->user_id, "%s", PQgetvalue(r, 0, 2));
-	snprintf(p->role, sizeof p->role, "%s", PQgetvalue(r, 0, 3));
-	p->banned = PQgetvalue(r, 0, 4)[0] == 't';
+	memset(&cr, 0, sizeof cr);
+	cr.kind = PQgetvalue(r, 0, 0)[0];
+	snprintf(cr.cred_id, sizeof cr.cred_id, "%s", PQgetvalue(r, 0, 1));
+	snprintf(cr.user_id, sizeof cr.user_id, "%s", PQgetvalue(r, 0, 2));
+	snprintf(cr.role, sizeof cr.role, "%s", PQgetvalue(r, 0, 3));
+	cr.banned = PQgetvalue(r, 0, 4)[0] == 't';
+	cr.expires_ms = atoll(PQgetvalue(r, 0, 7));
+	cr.confirmed_ms = now;
+	from_cred(p, &cr);
 	if (PQgetvalue(r, 0, 6)[0] == 't') {
 		const char *id[] = { p->cred_id };
 		PGresult *t = pg_query(app->pg, p->kind == AUTH_KIND_SESSION ? &st_touch_session : &st_touch_token,
@@ -178,6 +226,7 @@ int auth_resolve(struct app *app, const struct http_request *req, struct princip
 		PQclear(t);   /* best effort: a failed touch never fails the request */
 	}
 	PQclear(r);
+	cache_cred_put(app->cache, hash, &cr, gen);
 	return AUTH_OK;
 }
 
@@ -218,6 +267,11 @@ int auth_credential_revoke(struct pg *pg, const struct principal *p)
 
 	PQclear(r);
 	return err;
+}
+
+void auth_forget(struct cache *c, const struct principal *p)
+{
+	cache_deleted(c, CACHE_CREDENTIALS, p->token_hash);
 }
 
 static const struct pg_stmt st_signin_lock = { "auth_signin_lock",

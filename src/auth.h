@@ -27,9 +27,11 @@ struct principal {
 	enum auth_via via;
 	enum auth_kind kind;
 	char cred_id[40];             /* sessions.id or api_tokens.id */
+	char token_hash[AUTH_HASH_HEX];
 	char user_id[40];
 	char role[16];                /* admin, user, readonly */
 	bool banned;                  /* an unexpired ban */
+	bool stale;                   /* vouched for by the cache during an outage */
 };
 
 enum auth_result {
@@ -40,8 +42,11 @@ enum auth_result {
 };
 
 /* Resolve the request's credentials (Authorization: Bearer wins over the
- * cookie). Fills *p on AUTH_OK. */
-int auth_resolve(struct app *app, const struct http_request *req, struct principal *p);
+ * cookie). Fills *p on AUTH_OK. Looked up in the L1 cache while it is
+ * coherent, else in PostgreSQL. allow_stale: during a PostgreSQL outage a
+ * credential the cache confirmed within auth_grace seconds before it still
+ * counts (p->stale is then set). */
+int auth_resolve(struct app *app, const struct http_request *req, bool allow_stale, struct principal *p);
 
 /* The token in "Authorization: Bearer …" or the session cookie, or NULL. */
 const char *auth_presented_token(const struct http_request *req, enum auth_via *via);
@@ -65,6 +70,9 @@ int auth_credential_create(struct pg *pg, const char *user_id, enum auth_kind ki
 
 /* Revoke one credential. Returns a pg_err. */
 int auth_credential_revoke(struct pg *pg, const struct principal *p);
+/* Drop the principal's credential from this host's cache (after a revoke). */
+struct cache;
+void auth_forget(struct cache *c, const struct principal *p);
 
 
 

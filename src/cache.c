@@ -1,23 +1,75 @@
+/* The L1 cache (see cache.h for the contract). The only file besides
+ * cache_migrate.c that talks to SQLite. */
 #include "cache.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <sodium.h>
 #include <sqlite3.h>
 
+#include "cache_schema.h"
 #include "log.h"
+#include "metrics.h"
+#include "pg.h"
+#include "text.h"
+
+#define COHERENCE_RECHECK_MS 200     /* how often a process re-reads the listener state */
+#define HEARTBEAT_STALE_MS 3000      /* a listener silent this long is not trusted */
+#define REOPEN_INTERVAL_MS 1000
+#define FILE_RECHECK_MS 1000         /* how often to notice the file was replaced */
+
+enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_NKIND };
 
 struct cache {
-	char *path;          /* NULL: the cache is disabled */
-	long max_age;
+	char *path;                  /* NULL: disabled */
+	long long max_age_ms;
+	bool write_through;
 	sqlite3 *db;
-	dev_t dev;           /* identity of the file we opened, to notice */
-	ino_t ino;           /* it being deleted or replaced underneath us */
+	dev_t dev;
+	ino_t ino;
 	long long next_open_ms;
+	long long next_stat_ms;
+	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
+	sqlite3_stmt *st_state, *st_table, *st_bump;
+	long long coherent_checked_ms;
+	bool coherent;
+	int64_t outage_since;
+	bool listener_connected;
+	int64_t listener_since;
 };
+
+static const char *const table_names[CACHE_NTABLES] = {
+	"deployment_history", "storage_entries", "filter_cache", "compilation_metadata", "credentials",
+};
+
+const char *cache_table_name(enum cache_tbl t)
+{
+	return t == CACHE_CREDENTIALS ? "sessions" : table_names[t];
+}
+
+const char *cache_outcome_name(enum cache_outcome o)
+{
+	static const char *const n[] = { "HIT", "MISS", "STALE", "BYPASS" };
+
+	return n[o];
+}
+
+void cache_row_free(struct cache_row *row)
+{
+	if (row == NULL)
+		return;
+	free(row->key);
+	for (int i = 0; i < CACHE_MAX_COLS; i++)
+		free(row->cols[i]);
+	free(row->body);
+	memset(row, 0, sizeof *row);
+}
 
 static long long mono_ms(void)
 {
@@ -27,48 +79,274 @@ static long long mono_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void cache_drop(struct cache *c)
+static int col_index(const struct cache_tabledef *d, const char *name)
 {
+	for (int i = 0; i < CACHE_MAX_COLS && d->cols[i]; i++)
+		if (strcmp(d->cols[i], name) == 0)
+			return i;
+	return -1;
+}
+
+static int ncols(const struct cache_tabledef *d)
+{
+	int n = 0;
+
+	while (n < CACHE_MAX_COLS && d->cols[n])
+		n++;
+	return n;
+}
+
+/* ---- opening, schema, failure handling ---- */
+
+static void close_db(struct cache *c)
+{
+	for (int t = 0; t < CACHE_NTABLES; t++)
+		for (int k = 0; k < S_NKIND; k++) {
+			sqlite3_finalize(c->st[t][k]);
+			c->st[t][k] = NULL;
+		}
+	sqlite3_finalize(c->st_state);
+	sqlite3_finalize(c->st_table);
+	sqlite3_finalize(c->st_bump);
+	c->st_state = c->st_table = c->st_bump = NULL;
 	if (c->db)
 		sqlite3_close_v2(c->db);
 	c->db = NULL;
+	c->coherent = false;
+	c->coherent_checked_ms = 0;
 }
 
-/* Open the existing cache file; the schema is made by `bloqr-admin migrate`.
- * A failure is retried no more than once a second. */
+static void remove_files(const char *path)
+{
+	char p[4096];
+
+	unlink(path);
+	snprintf(p, sizeof p, "%s-wal", path);
+	unlink(p);
+	snprintf(p, sizeof p, "%s-shm", path);
+	unlink(p);
+}
+
+/* Make sure the file has the built-in schema: create it, finish it, or —
+ * if it holds another schema — replace it. The file is only a cache. */
+static int ensure_schema(const char *path)
+{
+	char err[512], sum[65], want[65];
+	unsigned char h[crypto_hash_sha256_BYTES];
+	struct cache_mig *m;
+	int attempt;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		bool replace = false;
+
+		m = cache_mig_open(path, err, sizeof err);
+		if (m == NULL) {
+			log_warn("cache: %s", err);
+			/* Not a database at all: start over once. */
+			if (attempt == 0 && access(path, F_OK) == 0 && strstr(err, "not a database")) {
+				remove_files(path);
+				continue;
+			}
+			return -1;
+		}
+		for (size_t i = 0; i < cache_schema_nfiles && !replace; i++) {
+			const struct cache_schema_file *f = &cache_schema_files[i];
+			int rc;
+
+			crypto_hash_sha256(h, (const unsigned char *)f->sql, strlen(f->sql));
+			sodium_bin2hex(want, sizeof want, h, sizeof h);
+			rc = cache_mig_checksum(m, f->version, sum);
+			if (rc < 0) {
+				replace = true;
+			} else if (rc == 1) {
+				replace = strcmp(sum, want) != 0;
+			} else if (cache_mig_apply(m, f->version, f->name, want, f->sql, err, sizeof err) < 0) {
+				log_warn("cache: applying %s_%s: %s", f->version, f->name, err);
+				replace = true;
+			}
+		}
+		cache_mig_close(m);
+		if (!replace)
+			return 0;
+		log_warn("cache: %s holds another or a broken schema; rebuilding it", path);
+		remove_files(path);
+	}
+	return -1;
+}
+
+static sqlite3_stmt *prep(struct cache *c, const char *sql)
+{
+	sqlite3_stmt *s = NULL;
+
+	if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) {
+		log_warn("cache: prepare failed: %s", sqlite3_errmsg(c->db));
+		sqlite3_finalize(s);
+		return NULL;
+	}
+	return s;
+}
+
+/* Prepare the per-table statements from the table definitions. */
+static int prepare_all(struct cache *c)
+{
+	struct buf b = BUF_INIT;
+	int rc = -1;
+
+	c->st_state = prep(c, "SELECT listener_connected, listener_since, heartbeat, outage_since FROM cache_state WHERE id = 1");
+	c->st_table = prep(c, "SELECT complete, synced_at, gen FROM cache_tables WHERE name = ?1");
+	c->st_bump = prep(c, "UPDATE cache_tables SET gen = gen + 1, complete = complete AND ?2 WHERE name = ?1");
+	if (!c->st_state || !c->st_table || !c->st_bump)
+		goto out;
+	for (int t = 0; t < CACHE_NTABLES; t++) {
+		const struct cache_tabledef *d = cache_defs[t];
+		const char *name = table_names[t];
+		int n;
+
+		if (t == CACHE_CREDENTIALS) {
+			c->st[t][S_GET] = prep(c, "SELECT kind, cred_id, user_id, role, banned, expires_ms, confirmed_at "
+			    "FROM credentials WHERE token_hash = ?1");
+			c->st[t][S_PUT] = prep(c, "INSERT OR REPLACE INTO credentials (token_hash, kind, cred_id, user_id, "
+			    "role, banned, expires_ms, confirmed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+			c->st[t][S_DEL] = prep(c, "DELETE FROM credentials WHERE token_hash = ?1 OR user_id = ?1");
+			c->st[t][S_CLEAR] = prep(c, "DELETE FROM credentials");
+			c->st[t][S_ROWS] = prep(c, "SELECT count(*) FROM credentials");
+			if (!c->st[t][S_GET] || !c->st[t][S_PUT] || !c->st[t][S_DEL] || !c->st[t][S_CLEAR] || !c->st[t][S_ROWS])
+				goto out;
+			continue;
+		}
+		if (d == NULL)
+			continue;
+		n = ncols(d);
+		buf_reset(&b);
+		buf_printf(&b, "SELECT body, cached_at, %s FROM %s WHERE %s = ?1",
+		    d->expires_col ? d->expires_col : "NULL", name, d->key_col);
+		c->st[t][S_GET] = prep(c, b.data);
+		buf_reset(&b);
+		buf_printf(&b, "INSERT OR REPLACE INTO %s (%s", name, d->key_col);
+		for (int i = 0; i < n; i++)
+			buf_printf(&b, ", \"%s\"", d->cols[i]);
+		buf_puts(&b, ", body, cached_at) VALUES (?1");
+		for (int i = 0; i < n + 2; i++)
+			buf_printf(&b, ", ?%d", i + 2);
+		buf_puts(&b, ")");
+		c->st[t][S_PUT] = prep(c, b.data);
+		buf_reset(&b);
+		buf_printf(&b, "DELETE FROM %s WHERE %s = ?1", name, d->key_col);
+		c->st[t][S_DEL] = prep(c, b.data);
+		buf_reset(&b);
+		buf_printf(&b, "DELETE FROM %s", name);
+		c->st[t][S_CLEAR] = prep(c, b.data);
+		buf_reset(&b);
+		buf_printf(&b, "SELECT count(*) FROM %s", name);
+		c->st[t][S_ROWS] = prep(c, b.data);
+		if (!c->st[t][S_GET] || !c->st[t][S_PUT] || !c->st[t][S_DEL] || !c->st[t][S_CLEAR] || !c->st[t][S_ROWS])
+			goto out;
+		if (d->order_col) {
+			/* Every column may filter: ?k IS NULL means "any". */
+			struct buf where = BUF_INIT;
+			buf_puts(&where, "WHERE 1");
+			for (int i = 0; i < n; i++)
+				buf_printf(&where, " AND (?%d IS NULL OR \"%s\" = ?%d)", i + 1, d->cols[i], i + 1);
+			buf_reset(&b);
+			buf_printf(&b, "SELECT body FROM %s %s ORDER BY \"%s\" DESC, %s DESC LIMIT ?%d",
+			    name, where.data, d->order_col, d->key_col, n + 1);
+			c->st[t][S_LIST] = prep(c, b.data);
+			buf_reset(&b);
+			buf_printf(&b, "SELECT count(*) FROM %s %s", name, where.data);
+			c->st[t][S_COUNT] = prep(c, b.data);
+			buf_free(&where);
+			if (!c->st[t][S_LIST] || !c->st[t][S_COUNT])
+				goto out;
+		}
+	}
+	rc = b.oom ? -1 : 0;
+out:
+	buf_free(&b);
+	return rc;
+}
+
+/* Open (or reopen) the file, creating or rebuilding it when needed. */
 static int cache_reopen(struct cache *c)
 {
 	struct stat st;
 	long long now = mono_ms();
-	int rc;
 
 	if (c->db)
 		return 0;
 	if (now < c->next_open_ms)
 		return -1;
-	c->next_open_ms = now + 1000;
-	if (stat(c->path, &st) < 0)
+	c->next_open_ms = now + REOPEN_INTERVAL_MS;
+	if (ensure_schema(c->path) < 0)
 		return -1;
-	rc = sqlite3_open_v2(c->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK) {
-		log_warn("cache: cannot open %s: %s", c->path, c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
-		cache_drop(c);
+	if (sqlite3_open_v2(c->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+	    stat(c->path, &st) < 0) {
+		log_warn("cache: cannot open %s: %s", c->path, c->db ? sqlite3_errmsg(c->db) : "out of memory");
+		close_db(c);
 		return -1;
 	}
 	sqlite3_busy_timeout(c->db, 2000);
 	sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
+	if (prepare_all(c) < 0) {
+		close_db(c);
+		return -1;
+	}
 	c->dev = st.st_dev;
 	c->ino = st.st_ino;
+	c->next_stat_ms = now + FILE_RECHECK_MS;
+	log_info("cache: using %s", c->path);
 	return 0;
 }
 
-struct cache *cache_open(const char *path, long max_age)
+/* An SQLite error: count it; when it says the file is gone or broken, drop
+ * the handle so the next use rebuilds the file. */
+static void cache_fail(struct cache *c, int t, int rc)
+{
+	int base = rc & 0xff;
+
+	metrics_cache(t < 0 ? 0 : t, METRICS_CACHE_ERROR);
+	if (c->db)
+		log_warn("cache: %s", sqlite3_errmsg(c->db));
+	if (base == SQLITE_CORRUPT || base == SQLITE_NOTADB || base == SQLITE_IOERR ||
+	    base == SQLITE_CANTOPEN || base == SQLITE_READONLY || base == SQLITE_FULL) {
+		struct stat st;
+		/* Remove the broken file only if it is still the one we opened. */
+		if ((base == SQLITE_CORRUPT || base == SQLITE_NOTADB) && stat(c->path, &st) == 0 &&
+		    st.st_ino == c->ino && st.st_dev == c->dev)
+			remove_files(c->path);
+		close_db(c);
+		c->next_open_ms = 0;
+	}
+}
+
+/* Ready to use: open, and still the file at path (noticed at most once a
+ * second: someone may have deleted or replaced it). */
+static bool usable(struct cache *c)
+{
+	long long now;
+	struct stat st;
+
+	if (c == NULL || c->path == NULL)
+		return false;
+	now = mono_ms();
+	if (c->db && now >= c->next_stat_ms) {
+		c->next_stat_ms = now + FILE_RECHECK_MS;
+		if (stat(c->path, &st) < 0 || st.st_ino != c->ino || st.st_dev != c->dev) {
+			log_warn("cache: %s was removed or replaced; reopening", c->path);
+			close_db(c);
+			c->next_open_ms = 0;
+		}
+	}
+	return cache_reopen(c) == 0;
+}
+
+struct cache *cache_open(const char *path, long max_age, bool write_through)
 {
 	struct cache *c = calloc(1, sizeof *c);
 
 	if (c == NULL)
 		return NULL;
-	c->max_age = max_age;
+	c->max_age_ms = (long long)max_age * 1000;
+	c->write_through = write_through;
 	if (path && *path) {
 		c->path = strdup(path);
 		if (c->path == NULL) {
@@ -85,7 +363,7 @@ void cache_close(struct cache *c)
 {
 	if (c == NULL)
 		return;
-	cache_drop(c);
+	close_db(c);
 	free(c->path);
 	free(c);
 }
@@ -98,27 +376,895 @@ bool cache_enabled(const struct cache *c)
 int cache_probe(struct cache *c, double *latency_ms)
 {
 	struct timespec a, b;
-	struct stat st;
 	sqlite3_stmt *s = NULL;
 	int rc = -1;
 
 	clock_gettime(CLOCK_MONOTONIC, &a);
-	if (!cache_enabled(c))
+	if (c && c->db)
+		c->next_stat_ms = 0;   /* look at the file now */
+	if (!usable(c))
 		goto out;
-	/* A file deleted or replaced underneath the handle is not our cache. */
-	if (c->db && (stat(c->path, &st) < 0 || st.st_ino != c->ino || st.st_dev != c->dev))
-		cache_drop(c);
-	if (cache_reopen(c) < 0)
-		goto out;
-	if (sqlite3_prepare_v2(c->db, "SELECT count(*) FROM sqlite_master", -1, &s, NULL) != SQLITE_OK ||
-	    sqlite3_step(s) != SQLITE_ROW) {
-		log_warn("cache: probe failed: %s", sqlite3_errmsg(c->db));
+	s = c->st_state;
+	sqlite3_reset(s);
+	if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
+		cache_fail(c, -1, rc);
+		rc = -1;
 		goto out;
 	}
 	rc = 0;
 out:
-	sqlite3_finalize(s);
+	if (s)
+		sqlite3_reset(s);
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	*latency_ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
 	return rc;
+}
+
+/* ---- coherence ---- */
+
+static void read_state(struct cache *c)
+{
+	sqlite3_stmt *s = c->st_state;
+	int rc;
+
+	sqlite3_reset(s);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		int64_t hb = sqlite3_column_int64(s, 2);
+		c->listener_connected = sqlite3_column_int(s, 0) != 0;
+		c->listener_since = sqlite3_column_int64(s, 1);
+		c->outage_since = sqlite3_column_int64(s, 3);
+		c->coherent = c->listener_connected && text_now_ms() - hb < HEARTBEAT_STALE_MS;
+	} else {
+		c->coherent = false;
+		if (rc != SQLITE_DONE)
+			cache_fail(c, -1, rc);
+	}
+	sqlite3_reset(s);
+}
+
+bool cache_coherent(struct cache *c)
+{
+	long long now;
+
+	if (!usable(c))
+		return false;
+	now = mono_ms();
+	if (now - c->coherent_checked_ms >= COHERENCE_RECHECK_MS) {
+		c->coherent_checked_ms = now;
+		read_state(c);
+	}
+	return c->coherent;
+}
+
+int64_t cache_outage_since(struct cache *c)
+{
+	if (!usable(c))
+		return 0;
+	read_state(c);
+	return c->outage_since;
+}
+
+bool cache_listener_connected(struct cache *c, int64_t *since_ms)
+{
+	*since_ms = 0;
+	if (!usable(c))
+		return false;
+	read_state(c);
+	*since_ms = c->listener_since;
+	return c->coherent;
+}
+
+static int exec(struct cache *c, const char *sql)
+{
+	int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+
+	if (rc != SQLITE_OK) {
+		cache_fail(c, -1, rc);
+		return -1;
+	}
+	return 0;
+}
+
+void cache_listener_state(struct cache *c, bool connected, bool lost_pg)
+{
+	char sql[200];
+	int64_t now = text_now_ms();
+
+	if (!usable(c))
+		return;
+	if (connected)
+		snprintf(sql, sizeof sql, "UPDATE cache_state SET listener_connected = 1, listener_since = %lld, "
+		    "heartbeat = %lld WHERE id = 1", (long long)now, (long long)now);
+	else if (lost_pg)
+		snprintf(sql, sizeof sql, "UPDATE cache_state SET listener_connected = 0, listener_since = %lld, "
+		    "outage_since = %lld WHERE id = 1", (long long)now, (long long)now);
+	else
+		snprintf(sql, sizeof sql, "UPDATE cache_state SET listener_connected = 0, listener_since = %lld "
+		    "WHERE id = 1", (long long)now);
+	exec(c, sql);
+	c->coherent_checked_ms = 0;
+}
+
+void cache_heartbeat(struct cache *c)
+{
+	char sql[100];
+
+	if (!usable(c))
+		return;
+	snprintf(sql, sizeof sql, "UPDATE cache_state SET heartbeat = %lld WHERE id = 1", (long long)text_now_ms());
+	exec(c, sql);
+}
+
+/* ---- table state ---- */
+
+struct tstate {
+	bool complete;
+	int64_t synced_at;
+	uint64_t gen;
+};
+
+static int table_state(struct cache *c, int t, struct tstate *ts)
+{
+	sqlite3_stmt *s = c->st_table;
+	int rc;
+
+	memset(ts, 0, sizeof *ts);
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, table_names[t], -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		ts->complete = sqlite3_column_int(s, 0) != 0;
+		ts->synced_at = sqlite3_column_int64(s, 1);
+		ts->gen = (uint64_t)sqlite3_column_int64(s, 2);
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW) {
+		cache_fail(c, t, rc);
+		return -1;
+	}
+	return 0;
+}
+
+uint64_t cache_gen(struct cache *c, enum cache_tbl t)
+{
+	struct tstate ts;
+
+	if (!usable(c) || table_state(c, t, &ts) < 0)
+		return UINT64_MAX;   /* matches nothing: a later write-through drops */
+	return ts.gen;
+}
+
+/* Move the generation on (keep_complete false also ends the snapshot). */
+static int bump(struct cache *c, int t, bool keep_complete)
+{
+	sqlite3_stmt *s = c->st_bump;
+	int rc;
+
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, table_names[t], -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, keep_complete);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		cache_fail(c, t, rc);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- rows ---- */
+
+static int put_row(struct cache *c, int t, const struct cache_row *row, int64_t cached_at)
+{
+	sqlite3_stmt *s = c->st[t][S_PUT];
+	int n = ncols(cache_defs[t]), rc;
+
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, row->key, -1, SQLITE_STATIC);
+	for (int i = 0; i < n; i++)
+		sqlite3_bind_text(s, i + 2, row->cols[i], -1, SQLITE_STATIC);   /* NULL binds NULL */
+	sqlite3_bind_text(s, n + 2, row->body, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, n + 3, cached_at);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (rc != SQLITE_DONE) {
+		cache_fail(c, t, rc);
+		return -1;
+	}
+	return 0;
+}
+
+static int del_row(struct cache *c, int t, const char *key)
+{
+	sqlite3_stmt *s = c->st[t][S_DEL];
+	int rc;
+
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		cache_fail(c, t, rc);
+		return -1;
+	}
+	return sqlite3_changes(c->db);
+}
+
+static int begin(struct cache *c)
+{
+	return exec(c, "BEGIN IMMEDIATE");
+}
+
+static int commit(struct cache *c)
+{
+	if (c->db == NULL)
+		return -1;
+	if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		int rc = sqlite3_errcode(c->db);
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+		cache_fail(c, -1, rc);
+		return -1;
+	}
+	return 0;
+}
+
+static void rollback(struct cache *c)
+{
+	if (c->db && !sqlite3_get_autocommit(c->db))
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Store row if the table's generation is still gen (nothing was
+ * invalidated since the caller read PostgreSQL), else drop the key: the
+ * copy may be older than what an invalidation already applied. */
+static void store_checked(struct cache *c, int t, const struct cache_row *row, uint64_t gen)
+{
+	struct tstate ts;
+
+	if (begin(c) < 0)
+		return;
+	if (table_state(c, t, &ts) < 0)
+		goto fail;
+	if (ts.gen == gen) {
+		if (put_row(c, t, row, text_now_ms()) < 0)
+			goto fail;
+	} else if (del_row(c, t, row->key) < 0) {
+		goto fail;
+	}
+	commit(c);
+	return;
+fail:
+	rollback(c);
+}
+
+static bool expired(const char *exp)
+{
+	char now[25];
+
+	if (exp == NULL)
+		return false;
+	text_iso_time_ms(text_now_ms(), now);
+	return strcmp(exp, now) <= 0;
+}
+
+int cache_get(struct cache *c, struct pg *pg, enum cache_tbl t, const char *key,
+    char **body, enum cache_outcome *how)
+{
+	const struct cache_tabledef *d = cache_defs[t];
+	struct cache_row row;
+	char *cached = NULL;
+	bool have = false, cached_expired = false, fresh = false;
+	uint64_t gen = UINT64_MAX;
+	int rc;
+
+	*body = NULL;
+	memset(&row, 0, sizeof row);
+	if (usable(c)) {
+		sqlite3_stmt *s = c->st[t][S_GET];
+		sqlite3_reset(s);
+		sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+		rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW) {
+			have = true;
+			cached = strdup((const char *)sqlite3_column_text(s, 0));
+			fresh = text_now_ms() - sqlite3_column_int64(s, 1) <= c->max_age_ms;
+			cached_expired = expired((const char *)sqlite3_column_text(s, 2));
+			if (cached == NULL)
+				have = false;
+		} else if (rc != SQLITE_DONE) {
+			cache_fail(c, t, rc);
+		}
+		if (c->db)
+			sqlite3_reset(s);
+		if (have && fresh && cache_coherent(c)) {
+			metrics_cache(t, METRICS_CACHE_HIT);
+			*how = CACHE_HIT;
+			if (cached_expired)
+				free(cached);
+			else
+				*body = cached;
+			return 0;
+		}
+		if (c->db)
+			gen = cache_gen(c, t);
+	}
+
+	rc = d->fetch(pg, key, &row);
+	if (rc < 0) {
+		if (rc == PG_EUNAVAIL && have) {
+			metrics_cache(t, METRICS_CACHE_STALE);
+			*how = CACHE_STALE;
+			if (cached_expired)
+				free(cached);
+			else
+				*body = cached;
+			return 0;
+		}
+		free(cached);
+		return rc;
+	}
+	free(cached);
+	*how = c && c->db ? CACHE_MISS : CACHE_BYPASS;
+	if (*how == CACHE_MISS)
+		metrics_cache(t, METRICS_CACHE_MISS);
+	if (rc == 0) {
+		if (have && c->db)
+			del_row(c, t, key);
+		return 0;
+	}
+	if (c && c->db)
+		store_checked(c, t, &row, gen);
+	if (!(d->expires_col && col_index(d, d->expires_col) >= 0 &&
+	    expired(row.cols[col_index(d, d->expires_col)]))) {
+		*body = row.body;
+		row.body = NULL;
+	}
+	cache_row_free(&row);
+	return 0;
+}
+
+/* Bind a list/count statement's filters: one parameter per column. */
+static int bind_filters(sqlite3_stmt *s, const struct cache_tabledef *d, const struct cache_filter *f, int nf)
+{
+	int n = ncols(d);
+
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	for (int k = 0; k < nf; k++) {
+		int i = col_index(d, f[k].col);
+		if (i < 0)
+			return -1;   /* a filter this table cannot answer */
+		if (f[k].value)
+			sqlite3_bind_text(s, i + 1, f[k].value, -1, SQLITE_STATIC);
+	}
+	return n;
+}
+
+static int list_sqlite(struct cache *c, int t, const struct cache_filter *f, int nf, long limit,
+    struct buf *out, long *count)
+{
+	sqlite3_stmt *s = c->st[t][S_LIST];
+	int n = bind_filters(s, cache_defs[t], f, nf), rc;
+	size_t start = out->len;
+
+	*count = 0;
+	if (n < 0)
+		return -1;
+	sqlite3_bind_int64(s, n + 1, limit);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (*count > 0)
+			buf_append(out, ",", 1);
+		buf_append(out, sqlite3_column_text(s, 0), (size_t)sqlite3_column_bytes(s, 0));
+		(*count)++;
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		out->len = start;
+		cache_fail(c, t, rc);
+		return -1;
+	}
+	return 0;
+}
+
+static int count_sqlite(struct cache *c, int t, const struct cache_filter *f, int nf, long *out)
+{
+	sqlite3_stmt *s = c->st[t][S_COUNT];
+	int rc;
+
+	if (bind_filters(s, cache_defs[t], f, nf) < 0)
+		return -1;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*out = (long)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW) {
+		cache_fail(c, t, rc);
+		return -1;
+	}
+	return 0;
+}
+
+struct snap_ctx {
+	struct cache *c;
+	int t;
+	int64_t now;
+	long rows;
+};
+
+static int snap_emit(void *ctx, struct cache_row *row)
+{
+	struct snap_ctx *sc = ctx;
+	int rc = put_row(sc->c, sc->t, row, sc->now);
+
+	cache_row_free(row);
+	if (rc < 0)
+		return -1;
+	sc->rows++;
+	return 0;
+}
+
+/* Replace the table's rows with every row of PostgreSQL's, in one SQLite
+ * transaction. The write lock is taken before PostgreSQL is read, so an
+ * invalidation for any later commit is applied after this one. */
+static int snapshot_refresh(struct cache *c, struct pg *pg, int t, long *rows)
+{
+	struct snap_ctx sc = { c, t, text_now_ms(), 0 };
+	char sql[160];
+	int rc;
+
+	if (cache_defs[t] == NULL || cache_defs[t]->fetch_all == NULL)
+		return 0;
+	if (begin(c) < 0)
+		return -1;
+	sqlite3_reset(c->st[t][S_CLEAR]);
+	if (sqlite3_step(c->st[t][S_CLEAR]) != SQLITE_DONE) {
+		rc = sqlite3_errcode(c->db);
+		sqlite3_reset(c->st[t][S_CLEAR]);
+		rollback(c);
+		cache_fail(c, t, rc);
+		return -1;
+	}
+	sqlite3_reset(c->st[t][S_CLEAR]);
+	rc = cache_defs[t]->fetch_all(pg, snap_emit, &sc);
+	if (rc != PG_OK || c->db == NULL) {
+		rollback(c);
+		return rc != PG_OK ? rc : -1;
+	}
+	snprintf(sql, sizeof sql, "UPDATE cache_tables SET complete = 1, synced_at = %lld, gen = gen + 1 "
+	    "WHERE name = '%s'", (long long)sc.now, table_names[t]);
+	if (exec(c, sql) < 0 || commit(c) < 0) {
+		rollback(c);
+		return -1;
+	}
+	if (rows)
+		*rows = sc.rows;
+	return 0;
+}
+
+/* Whether the table's snapshot may answer now (and, for STALE, at all). */
+static bool snapshot_ok(struct cache *c, int t, bool need_fresh)
+{
+	struct tstate ts;
+
+	if (cache_defs[t] == NULL || cache_defs[t]->fetch_all == NULL || !usable(c) ||
+	    table_state(c, t, &ts) < 0 || !ts.complete)
+		return false;
+	if (!need_fresh)
+		return true;
+	return text_now_ms() - ts.synced_at <= c->max_age_ms && cache_coherent(c);
+}
+
+int cache_list(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
+    long limit, cache_pg_list_fn pg_list, struct buf *out, long *count, enum cache_outcome *how)
+{
+	size_t start = out->len;
+	int rc;
+
+	if (snapshot_ok(c, t, true) && list_sqlite(c, t, f, nf, limit, out, count) == 0) {
+		metrics_cache(t, METRICS_CACHE_HIT);
+		*how = CACHE_HIT;
+		return 0;
+	}
+	rc = pg_list(pg, f, nf, limit, out, count);
+	if (rc == PG_EUNAVAIL) {
+		out->len = start;
+		if (snapshot_ok(c, t, false) && list_sqlite(c, t, f, nf, limit, out, count) == 0) {
+			metrics_cache(t, METRICS_CACHE_STALE);
+			*how = CACHE_STALE;
+			return 0;
+		}
+		return rc;
+	}
+	if (rc != PG_OK)
+		return rc;
+	if (c && c->db) {
+		*how = CACHE_MISS;
+		metrics_cache(t, METRICS_CACHE_MISS);
+		snapshot_refresh(c, pg, t, NULL);
+	} else {
+		*how = CACHE_BYPASS;
+	}
+	return 0;
+}
+
+int cache_count(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
+    cache_pg_count_fn pg_count, long *n, enum cache_outcome *how)
+{
+	int rc;
+
+	if (snapshot_ok(c, t, true) && count_sqlite(c, t, f, nf, n) == 0) {
+		metrics_cache(t, METRICS_CACHE_HIT);
+		*how = CACHE_HIT;
+		return 0;
+	}
+	rc = pg_count(pg, f, nf, n);
+	if (rc == PG_EUNAVAIL) {
+		if (snapshot_ok(c, t, false) && count_sqlite(c, t, f, nf, n) == 0) {
+			metrics_cache(t, METRICS_CACHE_STALE);
+			*how = CACHE_STALE;
+			return 0;
+		}
+		return rc;
+	}
+	if (rc != PG_OK)
+		return rc;
+	if (c && c->db) {
+		*how = CACHE_MISS;
+		metrics_cache(t, METRICS_CACHE_MISS);
+		snapshot_refresh(c, pg, t, NULL);
+	} else {
+		*how = CACHE_BYPASS;
+	}
+	return 0;
+}
+
+/* ---- writes ---- */
+
+void cache_written(struct cache *c, enum cache_tbl t, const struct cache_row *row, uint64_t gen)
+{
+	if (!usable(c))
+		return;
+	if (c->write_through) {
+		store_checked(c, t, row, gen);
+		return;
+	}
+	if (begin(c) < 0)
+		return;
+	if (del_row(c, t, row->key) < 0 || bump(c, t, false) < 0) {
+		rollback(c);
+		return;
+	}
+	commit(c);
+}
+
+void cache_deleted(struct cache *c, enum cache_tbl t, const char *key)
+{
+	if (!usable(c) || begin(c) < 0)
+		return;
+	if (key) {
+		/* A deleted row leaves a complete snapshot complete. */
+		if (del_row(c, t, key) < 0 || bump(c, t, true) < 0)
+			goto fail;
+	} else {
+		sqlite3_reset(c->st[t][S_CLEAR]);
+		if (sqlite3_step(c->st[t][S_CLEAR]) != SQLITE_DONE) {
+			sqlite3_reset(c->st[t][S_CLEAR]);
+			goto fail;
+		}
+		sqlite3_reset(c->st[t][S_CLEAR]);
+		if (bump(c, t, false) < 0)
+			goto fail;
+	}
+	commit(c);
+	return;
+fail:
+	rollback(c);
+}
+
+/* ---- credentials ---- */
+
+int cache_cred_get(struct cache *c, const char *token_hash, struct cache_cred *cr)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!usable(c))
+		return -1;
+	s = c->st[CACHE_CREDENTIALS][S_GET];
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, token_hash, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const char *k = (const char *)sqlite3_column_text(s, 0);
+		cr->kind = k ? k[0] : 's';
+		snprintf(cr->cred_id, sizeof cr->cred_id, "%s", (const char *)sqlite3_column_text(s, 1));
+		snprintf(cr->user_id, sizeof cr->user_id, "%s", (const char *)sqlite3_column_text(s, 2));
+		snprintf(cr->role, sizeof cr->role, "%s", (const char *)sqlite3_column_text(s, 3));
+		cr->banned = sqlite3_column_int(s, 4) != 0;
+		cr->expires_ms = sqlite3_column_int64(s, 5);
+		cr->confirmed_ms = sqlite3_column_int64(s, 6);
+	}
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	cache_fail(c, CACHE_CREDENTIALS, rc);
+	return -1;
+}
+
+void cache_cred_put(struct cache *c, const char *token_hash, const struct cache_cred *cr, uint64_t gen)
+{
+	struct tstate ts;
+	sqlite3_stmt *s;
+	char kind[2] = { cr->kind, '\0' };
+	int rc;
+
+	if (!usable(c) || begin(c) < 0)
+		return;
+	if (table_state(c, CACHE_CREDENTIALS, &ts) < 0)
+		goto fail;
+	if (ts.gen != gen) {
+		/* Something about credentials changed meanwhile: don't keep a copy. */
+		rollback(c);
+		return;
+	}
+	s = c->st[CACHE_CREDENTIALS][S_PUT];
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, token_hash, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, cr->cred_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, cr->user_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, cr->role, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 6, cr->banned);
+	sqlite3_bind_int64(s, 7, cr->expires_ms);
+	sqlite3_bind_int64(s, 8, cr->confirmed_ms);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		cache_fail(c, CACHE_CREDENTIALS, rc);
+		goto fail;
+	}
+	commit(c);
+	return;
+fail:
+	rollback(c);
+}
+
+/* ---- invalidation ---- */
+
+static int table_by_name(const char *name, size_t len)
+{
+	static const struct { const char *name; int t; } map[] = {
+		{ "deployment_history", CACHE_DEPLOYMENTS }, { "storage_entries", CACHE_STORAGE },
+		{ "filter_cache", CACHE_FILTERS }, { "compilation_metadata", CACHE_COMPILATIONS },
+		{ "users", CACHE_CREDENTIALS }, { "sessions", CACHE_CREDENTIALS },
+		{ "api_tokens", CACHE_CREDENTIALS },
+	};
+
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+		if (strlen(map[i].name) == len && memcmp(map[i].name, name, len) == 0)
+			return map[i].t;
+	return -1;
+}
+
+/* One payload, inside the caller's transaction. */
+static int apply_one(struct cache *c, struct pg *pg, const char *payload)
+{
+	const char *colon = strchr(payload, ':');
+	size_t tl = colon ? (size_t)(colon - payload) : strlen(payload);
+	const char *key = colon ? colon + 1 : NULL;
+	int t = table_by_name(payload, tl), rc;
+	struct cache_row row;
+
+	if (t < 0) {
+		log_debug("cache: ignoring notification for %.*s", (int)tl, payload);
+		return 0;
+	}
+	if (key == NULL || t == CACHE_CREDENTIALS) {
+		if (key == NULL) {
+			sqlite3_reset(c->st[t][S_CLEAR]);
+			rc = sqlite3_step(c->st[t][S_CLEAR]);
+			sqlite3_reset(c->st[t][S_CLEAR]);
+			if (rc != SQLITE_DONE)
+				return -1;
+		} else if (del_row(c, t, key) < 0) {   /* by token hash or user id */
+			return -1;
+		}
+		return bump(c, t, key != NULL);
+	}
+	/* Refresh the row from PostgreSQL so a complete snapshot stays so. */
+	memset(&row, 0, sizeof row);
+	rc = cache_defs[t]->fetch(pg, key, &row);
+	if (rc == 1) {
+		rc = put_row(c, t, &row, text_now_ms());
+		cache_row_free(&row);
+		if (rc < 0)
+			return -1;
+		return bump(c, t, true);
+	}
+	if (del_row(c, t, key) < 0)
+		return -1;
+	/* Row gone (0), or PostgreSQL failed: then the snapshot can't be trusted. */
+	return bump(c, t, rc == 0);
+}
+
+int cache_apply_notifications(struct cache *c, struct pg *pg, char *const *payloads, int n)
+{
+	int failed = 0;
+
+	if (n <= 0 || !usable(c))
+		return 0;
+	if (begin(c) < 0)
+		return -1;
+	for (int i = 0; i < n; i++)
+		if (apply_one(c, pg, payloads[i]) < 0) {
+			failed = 1;
+			break;
+		}
+	if (!failed && commit(c) == 0)
+		return 0;
+	rollback(c);
+	if (!usable(c))
+		return -1;
+	/* The batch failed: apply one by one, dropping what still fails. */
+	for (int i = 0; i < n; i++) {
+		if (begin(c) < 0)
+			return -1;
+		if (apply_one(c, pg, payloads[i]) < 0 || commit(c) < 0) {
+			const char *colon = strchr(payloads[i], ':');
+			int t = table_by_name(payloads[i], colon ? (size_t)(colon - payloads[i]) : strlen(payloads[i]));
+			rollback(c);
+			log_warn("cache: could not apply %s; dropping the table's copy", payloads[i]);
+			if (t >= 0)
+				cache_deleted(c, t, NULL);
+		}
+	}
+	return 0;
+}
+
+int cache_mark_all_stale(struct cache *c)
+{
+	struct buf b = BUF_INIT;
+	int rc;
+
+	if (!usable(c))
+		return -1;
+	buf_puts(&b, "BEGIN IMMEDIATE; DELETE FROM credentials; "
+	    "UPDATE cache_tables SET complete = 0, gen = gen + 1;");
+	for (int t = 0; t < CACHE_NTABLES; t++)
+		if (cache_defs[t])
+			buf_printf(&b, " UPDATE %s SET cached_at = 0;", table_names[t]);
+	buf_puts(&b, " COMMIT;");
+	rc = b.oom ? -1 : exec(c, b.data);
+	if (rc < 0)
+		rollback(c);
+	buf_free(&b);
+	return rc;
+}
+
+int cache_rebuild(struct cache *c, struct pg *pg, long rows[CACHE_NTABLES])
+{
+	int rc;
+
+	if (!usable(c))
+		return -1;
+	for (int t = 0; t < CACHE_NTABLES; t++) {
+		rows[t] = 0;
+		if (cache_defs[t] && cache_defs[t]->fetch_all) {
+			if ((rc = snapshot_refresh(c, pg, t, &rows[t])) != 0)
+				return rc;
+		} else {
+			cache_deleted(c, t, NULL);
+		}
+	}
+	return 0;
+}
+
+long cache_invalidate(struct cache *c, enum cache_tbl t, const char *key)
+{
+	long n = 0;
+	sqlite3_stmt *s;
+
+	if (!usable(c))
+		return -1;
+	if (key) {
+		if (begin(c) < 0)
+			return -1;
+		if ((n = del_row(c, t, key)) < 0 || bump(c, t, false) < 0 || commit(c) < 0) {
+			rollback(c);
+			return -1;
+		}
+		return n;
+	}
+	s = c->st[t][S_ROWS];
+	sqlite3_reset(s);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		n = (long)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	cache_deleted(c, t, NULL);
+	return n;
+}
+
+int cache_table_status(struct cache *c, enum cache_tbl t, struct cache_table_status *st)
+{
+	struct tstate ts;
+	sqlite3_stmt *s;
+	int rc;
+
+	memset(st, 0, sizeof *st);
+	if (!usable(c))
+		return -1;
+	s = c->st[t][S_ROWS];
+	sqlite3_reset(s);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		st->rows = (long)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW) {
+		cache_fail(c, t, rc);
+		return -1;
+	}
+	if (table_state(c, t, &ts) < 0)
+		return -1;
+	st->last_full_sync_ms = ts.synced_at;
+	return 0;
+}
+
+long cache_verify(struct cache *c, struct pg *pg, struct buf *report)
+{
+	long diffs = 0;
+
+	if (!usable(c))
+		return -1;
+	for (int t = 0; t < CACHE_NTABLES; t++) {
+		const struct cache_tabledef *d = cache_defs[t];
+		char sql[200];
+		sqlite3_stmt *s = NULL;
+		int rc;
+
+		if (d == NULL)
+			continue;
+		snprintf(sql, sizeof sql, "SELECT %s, body FROM %s ORDER BY %s", d->key_col, table_names[t], d->key_col);
+		if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK) {
+			cache_fail(c, t, sqlite3_errcode(c->db));
+			return -1;
+		}
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+			const char *key = (const char *)sqlite3_column_text(s, 0);
+			const char *body = (const char *)sqlite3_column_text(s, 1);
+			struct cache_row row;
+			int f;
+
+			memset(&row, 0, sizeof row);
+			f = d->fetch(pg, key, &row);
+			if (f < 0) {
+				sqlite3_finalize(s);
+				return -1;
+			}
+			if (f == 0) {
+				buf_printf(report, "%s %s: cached but not in PostgreSQL\n", table_names[t], key);
+				diffs++;
+			} else if (strcmp(row.body, body) != 0) {
+				buf_printf(report, "%s %s: cached copy differs from PostgreSQL\n", table_names[t], key);
+				diffs++;
+			}
+			cache_row_free(&row);
+		}
+		sqlite3_finalize(s);
+		if (rc != SQLITE_DONE) {
+			cache_fail(c, t, rc);
+			return -1;
+		}
+	}
+	return diffs;
+}
+
+int cache_vacuum(struct cache *c)
+{
+	if (!usable(c))
+		return -1;
+	return exec(c, "VACUUM");
 }

@@ -1,30 +1,178 @@
-/* The L1 read cache: the only module that opens or queries SQLite.
+/* The L1 read cache: the only module that opens or queries SQLite (with
+ * cache_migrate.c for whole migration files).
+ *
  * Every host keeps one SQLite file; every worker holds one handle to it.
- * PostgreSQL is the source of truth; nothing here is ever written before
- * PostgreSQL has committed. A cache failure is logged and counted, never
- * passed on to a client. */
+ * PostgreSQL is the source of truth: nothing here is written before
+ * PostgreSQL has committed, and a cache failure is logged and counted but
+ * never passed on to a client — the request is answered from PostgreSQL.
+ *
+ * A cached table stores, per row, its key, a few columns to filter and
+ * sort on, and the row's API object as JSON text (the body), so a hit is
+ * answered without building JSON. Store modules (deployments.c,
+ * storage.c) describe their tables with struct cache_tabledef and supply
+ * the PostgreSQL side; the algorithms (read-through, snapshots,
+ * write-through, invalidation, coherence) live here once. */
 #ifndef BLOQR_CACHE_H
 #define BLOQR_CACHE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "buf.h"
+#include "cache_migrate.h"
+
+struct pg;
 struct cache;
 
-/* Open the cache at path ("" or NULL: the cache is disabled and every call
- * below is a cheap no-op). Never fails for a missing or broken file: the
- * handle then reports itself unusable and retries later. NULL only when out
- * of memory. */
-struct cache *cache_open(const char *path, long max_age);
-void cache_close(struct cache *c);
+enum cache_tbl {
+	CACHE_DEPLOYMENTS = 0,   /* deployment_history */
+	CACHE_STORAGE,           /* storage_entries */
+	CACHE_FILTERS,           /* filter_cache */
+	CACHE_COMPILATIONS,      /* compilation_metadata */
+	CACHE_CREDENTIALS,       /* sessions + api_tokens (+ the user's role and ban) */
+	CACHE_NTABLES
+};
 
+enum cache_outcome { CACHE_HIT = 0, CACHE_MISS, CACHE_STALE, CACHE_BYPASS };
+const char *cache_outcome_name(enum cache_outcome o);   /* "HIT"… for X-Cache */
+
+#define CACHE_MAX_COLS 6
+
+/* One row as cached. All strings are malloc'd and owned by the row. */
+struct cache_row {
+	char *key;
+	char *cols[CACHE_MAX_COLS];   /* in the order of tabledef.cols; NULL = SQL NULL */
+	char *body;                   /* the API object, JSON text */
+};
+void cache_row_free(struct cache_row *row);
+
+/* The PostgreSQL side of a cached table, supplied by its store module. */
+struct cache_tabledef {
+	const char *name;                   /* the table's name in PostgreSQL and SQLite */
+	const char *key_col;                /* SQLite key column */
+	const char *cols[CACHE_MAX_COLS + 1];  /* other SQLite columns, NULL-terminated */
+	const char *order_col;              /* lists: ORDER BY order_col DESC, key DESC */
+	const char *expires_col;            /* rows whose value (ISO time) is past read as absent; or NULL */
+	/* One row by key: 1 and *row filled, 0 when absent, or a negative pg_err. */
+	int (*fetch)(struct pg *pg, const char *key, struct cache_row *row);
+	/* Every row, for a snapshot (NULL: this table is cached per key only).
+	 * Calls emit for each row (which takes the row's strings); stops and
+	 * returns emit's error if it fails. Returns a pg_err. */
+	int (*fetch_all)(struct pg *pg, int (*emit)(void *ctx, struct cache_row *row), void *ctx);
+};
+/* The registry, indexed by enum cache_tbl (CACHE_CREDENTIALS: NULL). */
+extern const struct cache_tabledef *const cache_defs[CACHE_NTABLES];
+
+/* Open the cache at path ("" or NULL: disabled, every call below a cheap
+ * no-op answering BYPASS). A missing or broken file is created or rebuilt
+ * with the built-in schema; if that fails the handle retries later. NULL
+ * only when out of memory. max_age: seconds before a row is stale. */
+struct cache *cache_open(const char *path, long max_age, bool write_through);
+void cache_close(struct cache *c);
 bool cache_enabled(const struct cache *c);
 
-/* Live probe for /api/health: 0 when the file is there and answers a query,
- * -1 otherwise. latency_ms gets the time taken. */
+/* Live probe for /api/health: 0 when the file is there and answers. */
 int cache_probe(struct cache *c, double *latency_ms);
 
-/* Migrations of the cache schema (bloqr-admin migrate): see cache_migrate.h. */
-#include "cache_migrate.h"
+/* ---- reads ---- */
+
+/* Read-through get of one row: fresh and coherent → HIT; else PostgreSQL
+ * (refilling the cache) → MISS, or BYPASS when the cache is disabled or
+ * broken; PostgreSQL unreachable → the cached row if any → STALE.
+ * *body: malloc'd JSON text (caller frees), NULL when the row is absent or
+ * expired. Returns 0, or a negative pg_err when PostgreSQL failed and
+ * nothing cached could stand in. */
+int cache_get(struct cache *c, struct pg *pg, enum cache_tbl t, const char *key,
+    char **body, enum cache_outcome *how);
+
+/* An equality filter for lists; value NULL means "any". */
+struct cache_filter {
+	const char *col;
+	const char *value;
+};
+
+/* The PostgreSQL side of a list: append the matching rows' JSON texts,
+ * joined by ',', to out and set *count. Returns a pg_err. */
+typedef int (*cache_pg_list_fn)(struct pg *pg, const struct cache_filter *f, int nf, long limit,
+    struct buf *out, long *count);
+
+/* Read-through list: from the table's snapshot when it is complete, fresh
+ * and coherent (HIT); else from pg_list (MISS/BYPASS), refreshing the
+ * snapshot; PostgreSQL unreachable → the snapshot, however old (STALE).
+ * Rows newest first (order_col DESC, key DESC), at most limit, appended to
+ * out as JSON texts joined by ','. Returns 0 or a negative pg_err. */
+int cache_list(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
+    long limit, cache_pg_list_fn pg_list, struct buf *out, long *count, enum cache_outcome *how);
+
+/* Count rows matching f, through the snapshot like cache_list. */
+typedef int (*cache_pg_count_fn)(struct pg *pg, const struct cache_filter *f, int nf, long *n);
+int cache_count(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
+    cache_pg_count_fn pg_count, long *n, enum cache_outcome *how);
+
+/* ---- writes (call after PostgreSQL has committed) ---- */
+
+/* The table's generation: read it before a PostgreSQL write, hand it to
+ * cache_written. Any invalidation in between moves it on, and the
+ * write-through then drops the row instead of storing what may be old. */
+uint64_t cache_gen(struct cache *c, enum cache_tbl t);
+/* After a commit that created or changed row: store it (write-through) or
+ * drop the cached copy (lazy). Takes nothing; row stays the caller's. */
+void cache_written(struct cache *c, enum cache_tbl t, const struct cache_row *row, uint64_t gen);
+/* After a commit that deleted key (or key NULL: many rows of the table). */
+void cache_deleted(struct cache *c, enum cache_tbl t, const char *key);
+
+/* ---- credentials (CACHE_CREDENTIALS) ---- */
+struct cache_cred {
+	char kind;                 /* 's' session, 't' API token */
+	char cred_id[40];
+	char user_id[40];
+	char role[16];
+	bool banned;
+	int64_t expires_ms;        /* 0: never */
+	int64_t confirmed_ms;      /* when PostgreSQL last vouched for it */
+};
+/* 1 and *cr when the credential is cached, 0 when not, -1 on error. */
+int cache_cred_get(struct cache *c, const char *token_hash, struct cache_cred *cr);
+void cache_cred_put(struct cache *c, const char *token_hash, const struct cache_cred *cr, uint64_t gen);
+/* True while the invalidation listener is connected and recent: only then
+ * is security data trusted from the cache. */
+bool cache_coherent(struct cache *c);
+/* When the listener last lost PostgreSQL (unix ms), 0 if it has not. */
+int64_t cache_outage_since(struct cache *c);
+
+/* ---- invalidation, sync, administration ---- */
+
+/* Apply NOTIFY payloads "table:key" (or "table" for the whole table) in
+ * one SQLite transaction: refresh each row from PostgreSQL (or drop it);
+ * credentials of a changed user or token are dropped. */
+int cache_apply_notifications(struct cache *c, struct pg *pg, char *const *payloads, int n);
+/* The listener's state, for every process on the host. lost_pg: it went
+ * down because PostgreSQL did (the start of an outage, for auth_grace). */
+void cache_listener_state(struct cache *c, bool connected, bool lost_pg);
+void cache_heartbeat(struct cache *c);
+/* After the listener (re)connects: nothing cached can be trusted without a
+ * check; mark every table incomplete and every row stale, drop credentials. */
+int cache_mark_all_stale(struct cache *c);
+/* Refill every table from PostgreSQL (snapshot tables whole, per-key
+ * tables dropped). rows[t] gets the rows now cached. Returns a pg_err or -1. */
+int cache_rebuild(struct cache *c, struct pg *pg, long rows[CACHE_NTABLES]);
+/* Drop one row (key) or a whole table (key NULL). Returns rows dropped or -1. */
+long cache_invalidate(struct cache *c, enum cache_tbl t, const char *key);
+/* Compare every cached row with PostgreSQL; print differences to report
+ * (one line each). Returns the number of differences, or -1 on error. */
+long cache_verify(struct cache *c, struct pg *pg, struct buf *report);
+/* VACUUM the cache file. */
+int cache_vacuum(struct cache *c);
+
+/* Status for GET /api/admin/cache/status. */
+struct cache_table_status {
+	long rows;
+	int64_t last_full_sync_ms;   /* 0: never */
+};
+int cache_table_status(struct cache *c, enum cache_tbl t, struct cache_table_status *st);
+bool cache_listener_connected(struct cache *c, int64_t *since_ms);
+/* The table's name as in PostgreSQL (CACHE_CREDENTIALS: "sessions"). */
+const char *cache_table_name(enum cache_tbl t);
 
 #endif

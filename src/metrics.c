@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "cache.h"
 #include "http.h"
 #include "router.h"
 
@@ -24,6 +25,7 @@ struct metrics_shm {
 	uint64_t pg_errors;
 	uint64_t pg_reconnects;
 	uint64_t worker_restarts;
+	uint64_t cache[METRICS_CACHE_TABLES][METRICS_CACHE_NKIND];
 };
 
 static struct metrics_shm *shm;
@@ -83,6 +85,17 @@ void metrics_count_pg_error(void) { add(&area()->pg_errors, 1); }
 void metrics_count_pg_reconnect(void) { add(&area()->pg_reconnects, 1); }
 void metrics_count_worker_restart(void) { add(&area()->worker_restarts, 1); }
 
+void metrics_cache(int t, enum metrics_cache_kind k)
+{
+	if (t >= 0 && t < METRICS_CACHE_TABLES)
+		add(&area()->cache[t][k], 1);
+}
+
+uint64_t metrics_cache_get(int t, enum metrics_cache_kind k)
+{
+	return t >= 0 && t < METRICS_CACHE_TABLES ? get(&area()->cache[t][k]) : 0;
+}
+
 int metrics_render(struct buf *o)
 {
 	struct metrics_shm *m = area();
@@ -134,5 +147,18 @@ int metrics_render(struct buf *o)
 	    "# TYPE bloqr_worker_restarts_total counter\nbloqr_worker_restarts_total %llu\n",
 	    (unsigned long long)get(&m->pg_errors), (unsigned long long)get(&m->pg_reconnects),
 	    (unsigned long long)get(&m->worker_restarts));
+	buf_puts(o, "# HELP bloqr_cache_reads_total L1 cache reads by table and result (hit, miss, stale).\n"
+	    "# TYPE bloqr_cache_reads_total counter\n");
+	for (int t = 0; t < CACHE_NTABLES; t++) {
+		static const char *const kinds[] = { "hit", "miss", "stale" };
+		for (int k = 0; k < 3; k++)
+			buf_printf(o, "bloqr_cache_reads_total{table=\"%s\",result=\"%s\"} %llu\n",
+			    cache_table_name(t), kinds[k], (unsigned long long)get(&m->cache[t][k]));
+	}
+	buf_puts(o, "# HELP bloqr_cache_errors_total L1 cache failures (answered from PostgreSQL instead).\n"
+	    "# TYPE bloqr_cache_errors_total counter\n");
+	for (int t = 0; t < CACHE_NTABLES; t++)
+		buf_printf(o, "bloqr_cache_errors_total{table=\"%s\"} %llu\n", cache_table_name(t),
+		    (unsigned long long)get(&m->cache[t][METRICS_CACHE_ERROR]));
 	return o->oom ? -1 : 0;
 }

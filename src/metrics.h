@@ -21,6 +21,12 @@ void metrics_count_pg_error(void);
 void metrics_count_pg_reconnect(void);
 void metrics_count_worker_restart(void);
 
+/* L1 cache outcomes per table (enum cache_tbl). */
+enum metrics_cache_kind { METRICS_CACHE_HIT = 0, METRICS_CACHE_MISS, METRICS_CACHE_STALE, METRICS_CACHE_ERROR, METRICS_CACHE_NKIND };
+#define METRICS_CACHE_TABLES 8
+void metrics_cache(int table, enum metrics_cache_kind kind);
+uint64_t metrics_cache_get(int table, enum metrics_cache_kind kind);
+
 /* Prometheus text exposition format 0.0.4. */
 int metrics_render(struct buf *out);
 

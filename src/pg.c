@@ -23,6 +23,7 @@ struct pg {
 	long long next_try_ms;   /* no connect attempt before this (monotonic) */
 	long backoff_ms;
 	bool ever_connected;
+	unsigned generation;
 	char last_error[256];
 	char sqlstate[6];
 };
@@ -82,6 +83,8 @@ bool pg_connected(const struct pg *pg)
 {
 	return pg->conn && PQstatus(pg->conn) == CONNECTION_OK;
 }
+
+unsigned pg_generation(const struct pg *pg) { return pg->generation; }
 
 PGconn *pg_conn(struct pg *pg)
 {
@@ -165,6 +168,7 @@ int pg_connect(struct pg *pg)
 	if (pg->ever_connected)
 		log_info("postgresql: reconnected");
 	pg->ever_connected = true;
+	pg->generation++;
 	pg->backoff_ms = PG_BACKOFF_MIN_MS;
 	pg->next_try_ms = 0;
 	return PG_OK;

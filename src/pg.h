@@ -36,6 +36,9 @@ void pg_free(struct pg *pg);
 /* Connect if not connected and the back-off allows it. */
 int pg_connect(struct pg *pg) __attribute__((warn_unused_result));
 bool pg_connected(const struct pg *pg);
+/* Moves on with every new connection: session state (LISTEN, SET) made on
+ * an older one is gone. */
+unsigned pg_generation(const struct pg *pg);
 /* Drop the connection (e.g. after fork in the parent). */
 void pg_disconnect(struct pg *pg);
 

@@ -39,6 +39,8 @@ struct master {
 	struct pool *p;
 	struct slot slots[POOL_MAX_WORKERS];
 	int nslots;
+	struct slot syncer;        /* the cache syncer, when the cache is on */
+	int child_role;            /* in a new child: what it is to be */
 	pid_t retiring;            /* an old worker finishing after a reload */
 	long long retiring_deadline;
 	int replace_next;          /* next slot to replace after SIGHUP; -1 none */
@@ -192,10 +194,17 @@ static int child_setup(struct master *m)
 	return 0;
 }
 
-/* Fork a worker into slot i. Returns 1 in the child, 0 in the master,
- * -1 on failure (the slot is scheduled again). */
+static struct slot *slot_of(struct master *m, int i)
+{
+	return i < 0 ? &m->syncer : &m->slots[i];
+}
+
+/* Fork a worker into slot i (-1: the syncer). Returns 1 in the child, 0 in
+ * the master, -1 on failure (the slot is scheduled again), -2 in a child
+ * whose set-up failed. */
 static int spawn(struct master *m, int i)
 {
+	struct slot *s = slot_of(m, i);
 	sigset_t all, old;
 	pid_t pid;
 
@@ -205,29 +214,33 @@ static int spawn(struct master *m, int i)
 	if (pid == 0) {
 		int rc = child_setup(m);
 		sigprocmask(SIG_SETMASK, &old, NULL);
+		m->child_role = i < 0 ? POOL_SYNCER : POOL_WORKER;
 		return rc < 0 ? -2 : 1;
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid < 0) {
 		log_error("pool: fork failed: %s", strerror(errno));
-		m->slots[i].next_start_ms = mono_ms() + BACKOFF_MAX_MS;
+		s->next_start_ms = mono_ms() + BACKOFF_MAX_MS;
 		return -1;
 	}
-	if (m->slots[i].started_once)
+	if (s->started_once && i >= 0)
 		metrics_count_worker_restart();
-	m->slots[i].pid = pid;
-	m->slots[i].started_ms = mono_ms();
-	m->slots[i].started_once = true;
-	log_debug("pool: worker %d started as pid %ld", i, (long)pid);
+	s->pid = pid;
+	s->started_ms = mono_ms();
+	s->started_once = true;
+	log_debug("pool: %s %d started as pid %ld", i < 0 ? "syncer" : "worker", i, (long)pid);
 	return 0;
 }
 
+/* The slot index of pid: -1 for the syncer, -2 when none. */
 static int find_slot(struct master *m, pid_t pid)
 {
+	if (m->syncer.pid == pid)
+		return -1;
 	for (int i = 0; i < m->nslots; i++)
 		if (m->slots[i].pid == pid)
 			return i;
-	return -1;
+	return -2;
 }
 
 static void reap(struct master *m)
@@ -249,10 +262,10 @@ static void reap(struct master *m)
 			m->retiring = 0;
 			continue;
 		}
-		if (i < 0)
+		if (i < -1)
 			continue;
 		{
-			struct slot *s = &m->slots[i];
+			struct slot *s = slot_of(m, i);
 			long long lived = now - s->started_ms;
 			bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
 
@@ -314,6 +327,9 @@ static void reload(struct master *m)
 			kill(m->slots[i].pid, SIGTERM);
 	m->nslots = (int)want;
 	m->replace_next = 0;
+	/* The syncer simply restarts with the new configuration. */
+	if (m->syncer.pid > 0)
+		kill(m->syncer.pid, SIGTERM);
 	log_info("pool: configuration reloaded; replacing %d workers one by one", m->nslots);
 }
 
@@ -358,9 +374,11 @@ static void drain(struct master *m)
 			kill(m->slots[i].pid, SIGTERM);
 	if (m->retiring)
 		kill(m->retiring, SIGTERM);
+	if (m->syncer.pid > 0)
+		kill(m->syncer.pid, SIGTERM);
 	for (;;) {
 		reap(m);
-		any = m->retiring != 0;
+		any = m->retiring != 0 || m->syncer.pid > 0;
 		for (int i = 0; i < m->nslots; i++)
 			any = any || m->slots[i].pid > 0;
 		if (!any)
@@ -372,6 +390,8 @@ static void drain(struct master *m)
 					kill(m->slots[i].pid, SIGKILL);
 			if (m->retiring)
 				kill(m->retiring, SIGKILL);
+			if (m->syncer.pid > 0)
+				kill(m->syncer.pid, SIGKILL);
 			deadline = mono_ms() + 1000 * 60;
 		}
 		poll(NULL, 0, 20);
@@ -448,6 +468,17 @@ int pool_run(struct pool *p)
 			if (s->pid == 0 && s->next_start_ms < wake)
 				wake = s->next_start_ms;
 		}
+		if (p->conf.cache_path[0] != '\0' && m.syncer.pid == 0) {
+			if (m.syncer.next_start_ms <= now) {
+				int r = spawn(&m, -1);
+				if (r == 1)
+					goto child;
+				if (r == -2)
+					goto child_fail;
+			} else if (m.syncer.next_start_ms < wake) {
+				wake = m.syncer.next_start_ms;
+			}
+		}
 		{
 			int r = step_replace(&m);
 			if (r == 1)
@@ -493,7 +524,7 @@ out:
 child:
 	free(m.unix_path);
 	m.unix_path = NULL;
-	return POOL_WORKER;
+	return m.child_role;
 child_fail:
 	/* A child whose setup failed: it must not serve, nor act as master. */
 	free(m.unix_path);

@@ -10,6 +10,7 @@
 enum pool_role {
 	POOL_MASTER_DONE = 0,   /* the master stopped cleanly */
 	POOL_WORKER = 1,        /* this process is a new worker: serve listen_fd */
+	POOL_SYNCER = 2,        /* this process is the host's cache syncer */
 };
 
 struct pool {

@@ -25,6 +25,7 @@ enum route_flags {
 	ROUTE_AUTH = 1 << 0,     /* any signed-in user */
 	ROUTE_ADMIN = 1 << 1,    /* role admin */
 	ROUTE_BODY = 1 << 2,     /* reads a JSON object body */
+	ROUTE_CACHED = 1 << 3,   /* a read of cached data: may run on stale credentials (§5.5) */
 };
 
 struct route {

@@ -66,7 +66,8 @@ int worker_init(struct app *app, const struct conf *conf)
 	arena_init(&app->arena, 32 * 1024);
 	http_response_init(&app->res);
 	app->pg = pg_new(conf->db_url, conf->db_statement_timeout_ms, "bloqr");
-	app->cache = cache_open(conf->cache_path, conf->cache_max_age);
+	app->cache = cache_open(conf->cache_path, conf->cache_max_age,
+	    conf->cache_strategy == CONF_WRITE_THROUGH);
 	if (app->pg == NULL || app->cache == NULL) {
 		worker_fini(app);
 		return -1;
@@ -116,7 +117,8 @@ static int authorize(struct app *app, const struct http_request *req, const stru
 	memset(&app->who, 0, sizeof app->who);
 	if (!(rt->flags & (ROUTE_AUTH | ROUTE_ADMIN)))
 		return 0;
-	switch (auth_resolve(app, req, &app->who)) {
+	switch (auth_resolve(app, req, (rt->flags & ROUTE_CACHED) &&
+	    (req->method == HTTP_GET || req->method == HTTP_HEAD), &app->who)) {
 	case AUTH_OK:
 		break;
 	case AUTH_UNAVAIL:

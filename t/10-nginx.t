@@ -142,6 +142,13 @@ subtest 'metrics' => sub {
 	is(scalar @badlines, 0, 'every line is valid Prometheus text') or diag join "\n", @badlines[0 .. ($#badlines > 9 ? 9 : $#badlines)];
 };
 
+subtest 'metrics are for loopback only' => sub {
+	my $r = http(GET => "$url/metrics", from => '127.0.0.2');
+	json_error_ok($r, 403, undef, '/metrics from 127.0.0.2: 403 JSON from nginx');
+	is(http(GET => "$url/api/health", from => '127.0.0.2')->{status}, 200,
+		'the API itself is open to other addresses');
+};
+
 subtest 'backend down: 502 JSON from nginx' => sub {
 	ok(defined $s->{pool}->stop(12), 'pool stopped');
 	json_error_ok(http(GET => "$url/api/health"), 502, undef, 'GET /api/health: 502 JSON');

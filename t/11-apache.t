@@ -46,10 +46,24 @@ subtest 'X-Request-Id' => sub {
 	ok(length $id && $id ne 'not valid at all', 'an invalid id is replaced');
 };
 
-subtest 'metrics from loopback' => sub {
+subtest 'Authorization reaches the application (CGIPassAuth)' => sub {
+	my $u = admin($s->{conf}, ['user', 'create', '--email', 'apache@example.com', '--role', 'admin']);
+	is($u->{rc}, 0, 'user create') or diag $u->{err};
+	my $t = admin($s->{conf}, ['token', 'create', '--email', 'apache@example.com']);
+	is($t->{rc}, 0, 'token create') or diag $t->{err};
+	chomp(my $token = $t->{out} // '');
+	my $r = http(GET => "$url/api/auth/session", headers => { Authorization => "Bearer $token" });
+	is($r->{status}, 200, 'GET /api/auth/session with a bearer token: 200') or diag $r->{content};
+	is($r->{json} && $r->{json}{user} && $r->{json}{user}{email}, 'apache@example.com', 'the token\'s user');
+	json_error_ok(http(GET => "$url/api/auth/session"), 401, undef, 'without the header: 401');
+};
+
+subtest 'metrics are for loopback only' => sub {
 	my $r = http(GET => "$url/metrics");
 	is($r->{status}, 200, 'GET /metrics 200 from 127.0.0.1');
 	like($r->{content}, qr/^bloqr_http_requests_total\{/m, 'has request counters');
+	json_error_ok(http(GET => "$url/metrics", from => '127.0.0.2'), 403, undef,
+		'/metrics from 127.0.0.2: 403 JSON from Apache');
 };
 
 subtest 'backend down: JSON from Apache' => sub {

@@ -157,6 +157,19 @@ subtest 'max_requests recycles workers' => sub {
 	$p->stop;
 };
 
+subtest 'listening on a unix socket (nginx workers run as www-data)' => sub {
+	my $sock = workdir() . '/pool.sock';
+	my $p = pool_start($s->{conf}, workers => 2, listen => "unix:$sock");
+	ok(-S $sock, 'socket created');
+	my $web = nginx_start(upstream => "unix:$sock");
+	my $r = http(GET => "$web->{url}/api/health");
+	is($r->{status}, 200, 'GET /api/health through the unix socket') or diag $r->{content};
+	my $took = $p->stop(15);
+	ok(defined $took && $took <= 10, 'stops on SIGTERM');
+	ok(!-e $sock, 'socket file removed');
+	$web->stop;
+};
+
 subtest 'SIGTERM stops the pool' => sub {
 	my @kids = $pool->child_pids;
 	my $took = $pool->stop(15);

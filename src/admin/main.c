@@ -18,7 +18,10 @@
 
 #include <sodium.h>
 
+#include "admin/deploy.h"
 #include "auth.h"
+#include "buf.h"
+#include "cache.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
@@ -47,6 +50,9 @@ struct admin_cmd {
 static int cmd_migrate(struct admin_ctx *ctx, int argc, char **argv);
 static int cmd_user_create(struct admin_ctx *ctx, int argc, char **argv);
 static int cmd_token_create(struct admin_ctx *ctx, int argc, char **argv);
+static int cmd_deploy_record(struct admin_ctx *ctx, int argc, char **argv);
+static int cmd_cache_rebuild(struct admin_ctx *ctx, int argc, char **argv);
+static int cmd_cache_verify(struct admin_ctx *ctx, int argc, char **argv);
 
 static const struct admin_cmd admin_cmds[] = {
 	{ "migrate", NULL, cmd_migrate, "[--dir DIR] [--status]",
@@ -56,6 +62,13 @@ static const struct admin_cmd admin_cmds[] = {
 	  "create a user (password: one line on standard input); prints its id" },
 	{ "token", "create", cmd_token_create, "--email E [--ttl-days D] [--name LABEL]",
 	  "create a bearer token for a user (D 0..3650, default 90, 0 = never expires); prints it" },
+	{ "deploy", "record", cmd_deploy_record,
+	  "--version V --commit SHA --branch B --by WHO [--status success|failed] [--duration-ms N] "
+	  "[--run-id ID] [--run-url URL]",
+	  "record a deployment; prints its full version (V+build.N)" },
+	{ "cache", "rebuild", cmd_cache_rebuild, "", "refill this host's SQLite cache from PostgreSQL" },
+	{ "cache", "verify", cmd_cache_verify, "",
+	  "compare every cached row with PostgreSQL; prints differences, exit 1 if any" },
 };
 #define NCMDS (sizeof admin_cmds / sizeof admin_cmds[0])
 
@@ -447,6 +460,130 @@ static int cmd_token_create(struct admin_ctx *ctx, int argc, char **argv)
 		}
 		sodium_memzero(token, sizeof token);
 	}
+	pg_free(pg);
+	return r;
+}
+
+/* ------------------------------------------------------ deploy, cache -- */
+
+/* Only -c FILE may stand among a command's words here. */
+static int only_config(struct admin_ctx *ctx, int argc, char **argv, const char *cmd)
+{
+	int r;
+
+	for (int i = 0; i < argc; i++) {
+		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
+			if (r < 0)
+				return ADMIN_USAGE;
+		} else {
+			return admin_usage_error("%s: unexpected argument '%s'", cmd, argv[i]);
+		}
+	}
+	return ADMIN_OK;
+}
+
+static int cmd_deploy_record(struct admin_ctx *ctx, int argc, char **argv)
+{
+	const struct conf *c;
+	char **rest;
+	int n = 0, r;
+
+	/* Take -c FILE out; the rest is the deploy command's own. */
+	rest = calloc((size_t)argc + 1, sizeof *rest);
+	if (rest == NULL) {
+		errorf("out of memory");
+		return ADMIN_FAIL;
+	}
+	for (int i = 0; i < argc; i++) {
+		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
+			if (r < 0) {
+				free(rest);
+				return ADMIN_USAGE;
+			}
+			continue;
+		}
+		rest[n++] = argv[i];
+	}
+	if ((c = admin_conf(ctx)) == NULL)
+		r = ADMIN_FAIL;
+	else
+		r = admin_deploy_record(c, n, rest);
+	free(rest);
+	return r;
+}
+
+static struct cache *admin_cache(const struct conf *c)
+{
+	struct cache *cache;
+
+	if (c->cache_path[0] == '\0') {
+		errorf("no cache configured ([cache] path is empty)");
+		return NULL;
+	}
+	cache = cache_open(c->cache_path, c->cache_max_age, c->cache_strategy == CONF_WRITE_THROUGH);
+	if (cache == NULL)
+		errorf("out of memory");
+	return cache;
+}
+
+static int cmd_cache_rebuild(struct admin_ctx *ctx, int argc, char **argv)
+{
+	long rows[CACHE_NTABLES];
+	const struct conf *c;
+	struct cache *cache = NULL;
+	struct pg *pg = NULL;
+	int r;
+
+	if ((r = only_config(ctx, argc, argv, "cache rebuild")) != ADMIN_OK)
+		return r;
+	if ((c = admin_conf(ctx)) == NULL || (cache = admin_cache(c)) == NULL || (pg = admin_pg(c)) == NULL) {
+		r = ADMIN_FAIL;
+		goto out;
+	}
+	r = cache_rebuild(cache, pg, rows);
+	if (r == -1) {
+		errorf("cache: %s is not usable (see the message above)", c->cache_path);
+		r = ADMIN_FAIL;
+	} else if (r != PG_OK) {
+		r = admin_pg_failed(pg, r, "rebuilding the cache");
+	} else {
+		for (int t = 0; t < CACHE_NTABLES; t++)
+			printf("%s: %ld rows\n", cache_table_name(t), rows[t]);
+		r = ADMIN_OK;
+	}
+out:
+	cache_close(cache);
+	pg_free(pg);
+	return r;
+}
+
+static int cmd_cache_verify(struct admin_ctx *ctx, int argc, char **argv)
+{
+	struct buf report = BUF_INIT;
+	const struct conf *c;
+	struct cache *cache = NULL;
+	struct pg *pg = NULL;
+	long diffs;
+	int r;
+
+	if ((r = only_config(ctx, argc, argv, "cache verify")) != ADMIN_OK)
+		return r;
+	if ((c = admin_conf(ctx)) == NULL || (cache = admin_cache(c)) == NULL || (pg = admin_pg(c)) == NULL) {
+		r = ADMIN_FAIL;
+		goto out;
+	}
+	diffs = cache_verify(cache, pg, &report);
+	if (diffs < 0) {
+		errorf("cache verify failed: PostgreSQL or the cache file could not be read");
+		r = ADMIN_FAIL;
+	} else {
+		fputs(report.data ? report.data : "", stdout);
+		printf("%ld difference%s\n", diffs, diffs == 1 ? "" : "s");
+		r = diffs ? ADMIN_FAIL : ADMIN_OK;
+	}
+out:
+	buf_free(&report);
+	cache_close(cache);
 	pg_free(pg);
 	return r;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "cache.h"
 #include "handlers/handlers.h"
 #include "jsonx.h"
 #include "pg.h"
@@ -140,6 +141,9 @@ static void finish(struct app *app, struct http_request *req, struct http_respon
 		h_pg_error(res, rc);
 		return;
 	}
+	/* The user's role, ban or existence changed: this host forgets its
+	 * cached credentials now (the others when the NOTIFY reaches them). */
+	cache_deleted(app->cache, CACHE_CREDENTIALS, id);
 	if (user)
 		reply_user(res, user);
 	else

@@ -130,6 +130,7 @@ void h_sign_out(struct app *app, struct http_request *req, struct http_response 
 		h_pg_error(res, rc);
 		return;
 	}
+	auth_forget(app->cache, &app->who);
 	if (app->who.via == AUTH_VIA_COOKIE || app->who.kind == AUTH_KIND_SESSION)
 		set_cookie(app, res, "", 0);
 	h_message(res, "Signed out");

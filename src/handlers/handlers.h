@@ -29,6 +29,24 @@ void h_users_patch(struct app *, struct http_request *, struct http_response *, 
 void h_users_delete(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 void h_users_ban(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 void h_users_unban(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+/* deployments.c */
+void h_version(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_deployments_list(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_deployments_stats(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_deployments_create(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_deployments_rollback(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+/* storage.c */
+void h_storage_get(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_storage_put(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_storage_delete(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_filter_get(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_filter_put(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_compilations_create(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_compilations_list(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+/* cache_admin.c */
+void h_cache_status(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_cache_rebuild(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_cache_invalidate(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 /* audit.c */
 void h_audit_list(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 

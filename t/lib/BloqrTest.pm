@@ -275,7 +275,6 @@ sub _listening {
 		return 0;
 	}
 	my ($port) = $addr =~ /:(\d+)$/ or die "bad address $addr\n";
-	my $found = 0;
 	my $any = 0;
 	for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
 		my $t = _slurp($f) // next;
@@ -286,7 +285,7 @@ sub _listening {
 			return 1 if hex($1) == $port && $c[3] eq '0A';
 		}
 	}
-	return $found if $any;
+	return 0 if $any;
 	my ($host) = $addr =~ /^(.*):\d+$/;
 	return IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Timeout => 1) ? 1 : 0;
 }
@@ -492,6 +491,7 @@ EOF
 }
 
 # Apache (mod_proxy_fcgi) from conf/apache.conf.example, likewise.
+# Options: upstream, port, modules (extra module names, e.g. ['fcgid']).
 sub apache_start {
 	my (%o) = @_;
 	my $up = $o{upstream} // die "apache_start: upstream required\n";
@@ -514,7 +514,7 @@ sub apache_start {
 	my $builtin = run_cmd([$bin, '-l'])->{out} // '';
 	my $load = '';
 	for my $m (qw(mpm_event unixd authz_core authz_host proxy proxy_fcgi setenvif
-	    headers mime log_config env alias unique_id)) {
+	    headers mime log_config env alias unique_id), @{ $o{modules} || [] }) {
 		next if $builtin =~ /\bmod_$m\.c\b/ || !-e "$moddir/mod_$m.so";
 		$load .= "LoadModule ${m}_module $moddir/mod_$m.so\n";
 	}
@@ -537,6 +537,7 @@ MinSpareThreads 5
 MaxSpareThreads 50
 TypesConfig /etc/mime.types
 LogFormat "%h %l %u %t \\"%r\\" %>s %b" common
+LogFormat "%h %l %u %t \\"%r\\" %>s %O \\"%{Referer}i\\" \\"%{User-Agent}i\\"" combined
 CustomLog $dir/access.log common
 Include $dir/bloqr-vhost.conf
 EOF
@@ -553,12 +554,14 @@ EOF
 
 # One request: { status, reason, headers (lower-case names), content, json }.
 # json is the decoded body when the response is application/json and parses.
-# Options: headers => {...}, body => bytes, timeout (15).
+# Options: headers => {...}, body => bytes, timeout (15), from (source
+# address, e.g. 127.0.0.7, so that per-address limits can be kept apart).
 sub http {
 	my ($method, $url, %o) = @_;
 	my $ua = HTTP::Tiny->new(timeout => $o{timeout} // 15, proxy => undef,
 		http_proxy => undef, https_proxy => undef, all_proxy => undef,
-		keep_alive => 0, agent => 'BloqrTest/1');
+		keep_alive => 0, agent => 'BloqrTest/1',
+		(defined $o{from} ? (local_address => $o{from}) : ()));
 	my %args = (headers => $o{headers} || {});
 	$args{content} = $o{body} if defined $o{body};
 	my $r = $ua->request($method, $url, \%args);
@@ -662,7 +665,17 @@ sub dev_up {
 	chmod 0755, $dir;
 	$TMP = $dir;
 	$DEV = 1;
+	# PostgreSQL runs as nobody when we are root, and its socket path must
+	# stay short: when .dev/ is not reachable for nobody (a checkout under
+	# /root) or too deep, the cluster lives under /tmp instead.
 	my $pgdir = "$dir/pg";
+	my $reach = !_unpriv_user()
+	    || !run_cmd(['/bin/sh', '-c', 'cd "$1"', 'sh', $dir], user => _unpriv_user())->{rc};
+	if (!$reach || length($pgdir) > 80) {
+		require Digest::MD5;
+		$pgdir = "/tmp/bloqr-dev-" . substr(Digest::MD5::md5_hex($dir), 0, 8);
+		print "PostgreSQL data in $pgdir ($dir is not usable for it)\n";
+	}
 	-d $pgdir or mkdir $pgdir or die "mkdir $pgdir: $!\n";
 	chmod 0755, $pgdir;
 	my $pg = pg_start(dir => $pgdir);

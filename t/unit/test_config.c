@@ -19,7 +19,7 @@ static int load(const char *text, struct conf *c, char *err, size_t len)
 int main(void)
 {
 	struct conf c;
-	char err[512];
+	char err[512] = "";
 	int fd = mkstemp(path);
 
 	close(fd);

@@ -1,0 +1,181 @@
+/* bloqr-admin deploy record: what a deploy script calls after shipping.
+ * The deployment goes to PostgreSQL only; the cache triggers on
+ * deployment_history tell every node's L1 cache, as for any outside write. */
+#include "admin/deploy.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <json.h>
+
+#include "audit.h"
+#include "config.h"
+#include "deployments.h"
+#include "jsonx.h"
+#include "pg.h"
+#include "text.h"
+
+enum { DEPLOY_OK = 0, DEPLOY_FAIL = 1, DEPLOY_USAGE = 2 };
+
+static void deploy_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "bloqr-admin: <message>", one line: line breaks from values flattened. */
+static void deploy_err(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	for (char *p = line; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	fprintf(stderr, "bloqr-admin: %s\n", line);
+}
+
+/* argv[*i] is option name (as "--name VALUE" or "--name=VALUE")? 1 and
+ * *val set (advancing *i past a separate value), 0 when it is not, -1 when
+ * the value is missing. */
+static int opt(int argc, char **argv, int *i, const char *name, const char **val)
+{
+	size_t n = strlen(name);
+
+	if (strncmp(argv[*i], name, n) != 0)
+		return 0;
+	if (argv[*i][n] == '=') {
+		*val = argv[*i] + n + 1;
+		return 1;
+	}
+	if (argv[*i][n] != '\0')
+		return 0;
+	if (*i + 1 >= argc)
+		return -1;
+	*val = argv[++*i];
+	return 1;
+}
+
+/* deployments_tx_fn: the audit row for a CLI deployment (no actor). */
+static int audit_cli(struct pg *pg, const struct cache_row *row, void *ctx)
+{
+	struct json_object *details = json_object_new_object();
+	int rc;
+
+	(void)ctx;
+	if (details) {
+		jsonx_add_str(details, "id", row->key);
+		jsonx_add_str(details, "status", row->cols[DEPLOY_COL_STATUS]);
+		jsonx_add_str(details, "via", "bloqr-admin");
+	}
+	rc = audit_write(pg, NULL, "deployment.create", row->cols[DEPLOY_COL_FULL_VERSION], NULL, details);
+	json_object_put(details);
+	return rc;
+}
+
+/* A text option: valid per deployments_text_valid, else the usage status. */
+static bool text_ok(const char *opt_name, const char *v, size_t max)
+{
+	if (v == NULL || deployments_text_valid(v, max))
+		return true;
+	deploy_err("invalid %s: 1 to %zu bytes of UTF-8 text without control characters", opt_name, max);
+	return false;
+}
+
+int admin_deploy_record(const struct conf *conf, int argc, char **argv)
+{
+	static const struct { const char *name; int field; } opts[] = {
+		{ "--version", 0 }, { "--commit", 1 }, { "--branch", 2 }, { "--by", 3 },
+		{ "--status", 4 }, { "--duration-ms", 5 }, { "--run-id", 6 }, { "--run-url", 7 },
+		{ "--config", 8 }, { "-c", 8 },
+	};
+	const char *v[9] = { NULL };
+	struct deployment_in in;
+	struct cache_row row = { 0 };
+	struct pg *pg = NULL;
+	int rc;
+
+	for (int i = 0; i < argc; i++) {
+		size_t k;
+		int r = 0;
+
+		for (k = 0; k < sizeof opts / sizeof opts[0]; k++)
+			if ((r = opt(argc, argv, &i, opts[k].name, &v[opts[k].field])) != 0)
+				break;
+		if (r < 0) {
+			deploy_err("deploy record: %s needs a value", opts[k].name);
+			return DEPLOY_USAGE;
+		}
+		if (k == sizeof opts / sizeof opts[0]) {
+			deploy_err("deploy record: unexpected argument '%s'", argv[i]);
+			return DEPLOY_USAGE;
+		}
+	}
+	/* Everything is checked before the database is touched. */
+	memset(&in, 0, sizeof in);
+	in.version = v[0];
+	in.git_commit = v[1];
+	in.git_branch = v[2];
+	in.deployed_by = v[3];
+	in.status = v[4];
+	in.run_id = v[6];
+	in.run_url = v[7];
+	in.duration_ms = -1;
+	if (!in.version || !in.git_commit || !in.git_branch || !in.deployed_by) {
+		deploy_err("deploy record: --version, --commit, --branch and --by are required");
+		return DEPLOY_USAGE;
+	}
+	if (!deployments_version_valid(in.version)) {
+		deploy_err("invalid --version '%.*s': 1 to %d characters of 0-9, A-Z, a-z, '.' and '-'",
+		    DEPLOY_VERSION_MAX + 1, in.version, DEPLOY_VERSION_MAX);
+		return DEPLOY_USAGE;
+	}
+	if (!text_ok("--commit", in.git_commit, DEPLOY_COMMIT_MAX) ||
+	    !text_ok("--branch", in.git_branch, DEPLOY_BRANCH_MAX) ||
+	    !text_ok("--by", in.deployed_by, DEPLOY_BY_MAX) ||
+	    !text_ok("--run-id", in.run_id, DEPLOY_RUN_ID_MAX) ||
+	    !text_ok("--run-url", in.run_url, DEPLOY_RUN_URL_MAX))
+		return DEPLOY_USAGE;
+	if (in.status && !deployments_status_valid(in.status)) {
+		deploy_err("invalid --status '%.*s': success or failed", 32, in.status);
+		return DEPLOY_USAGE;
+	}
+	if (v[5]) {
+		int64_t n = text_parse_uint(v[5], strlen(v[5]));
+
+		if (n < 0 || n > DEPLOY_DURATION_MAX) {
+			deploy_err("invalid --duration-ms '%.*s': a whole number from 0 to %lld",
+			    32, v[5], DEPLOY_DURATION_MAX);
+			return DEPLOY_USAGE;
+		}
+		in.duration_ms = n;
+	}
+
+	if ((pg = pg_new(conf->db_url, conf->db_statement_timeout_ms, "bloqr-admin")) == NULL) {
+		deploy_err("out of memory");
+		return DEPLOY_FAIL;
+	}
+	if (pg_connect(pg) != PG_OK) {
+		deploy_err("postgres: cannot connect: %s", pg_last_error(pg));
+		rc = DEPLOY_FAIL;
+		goto out;
+	}
+	rc = deployments_record(pg, &in, audit_cli, NULL, &row);
+	if (rc == PG_ECONFLICT) {
+		deploy_err("a deployment with version '%s' and this build number already exists", in.version);
+		rc = DEPLOY_FAIL;
+	} else if (rc != PG_OK) {
+		const char *msg = pg_last_error(pg);
+
+		deploy_err("postgres: recording the deployment failed: %s",
+		    msg && msg[0] ? msg : rc == PG_EUNAVAIL ? "server unavailable" : "unexpected error");
+		rc = DEPLOY_FAIL;
+	} else {
+		printf("%s\n", row.cols[DEPLOY_COL_FULL_VERSION]);
+		rc = fflush(stdout) == 0 ? DEPLOY_OK : DEPLOY_FAIL;
+	}
+out:
+	cache_row_free(&row);
+	pg_free(pg);
+	return rc;
+}

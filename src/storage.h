@@ -1,0 +1,63 @@
+/* The storage tables: storage_entries, filter_cache and
+ * compilation_metadata. All their PostgreSQL statements, the API objects
+ * they are shown as, and their descriptions for the L1 cache live here;
+ * handlers/storage.c validates input and calls these.
+ *
+ * Every row comes back as a struct cache_row (key, cache columns, and the
+ * API object as JSON text), so what a write returns, what the cache
+ * stores and what a read from PostgreSQL gives are one and the same text. */
+#ifndef BLOQR_STORAGE_H
+#define BLOQR_STORAGE_H
+
+#include <stdbool.h>
+
+#include "buf.h"
+#include "cache.h"
+
+struct pg;
+
+#define STORAGE_KEY_MAX 1024          /* bytes */
+#define STORAGE_TAGS_MAX 100
+#define STORAGE_TAG_MAX 200           /* bytes */
+#define STORAGE_SOURCE_MAX 2048       /* bytes */
+#define STORAGE_HASH_MAX 256
+#define STORAGE_ETAG_MAX 256
+#define STORAGE_CONFIG_NAME_MAX 200
+#define STORAGE_OUTPUT_PATH_MAX 1024
+#define STORAGE_TIME_MAX 64           /* an ISO-8601 time as given */
+
+/* The cache's view of the three tables (see struct cache_tabledef). */
+extern const struct cache_tabledef storage_cache_def;       /* storage_entries, per key */
+extern const struct cache_tabledef filters_cache_def;       /* filter_cache, per key */
+extern const struct cache_tabledef compilations_cache_def;  /* compilation_metadata, snapshot */
+
+/* Create or replace the entry key. data is JSON text, stored and returned
+ * verbatim; expires (ISO-8601) and tags (a JSON array of strings) may be
+ * NULL. On success row holds the entry as stored (the caller frees it with
+ * cache_row_free) and *created tells an insert from a replacement. Returns
+ * a pg_err; for PG_EINPUT *field names the refused field ("data" or
+ * "expiresAt"). */
+int storage_put(struct pg *pg, const char *key, const char *data, const char *expires,
+    const char *tags, struct cache_row *row, bool *created, const char **field);
+
+/* Delete the entry key: 1 and row filled (caller frees) when it existed,
+ * 0 when not, or a negative pg_err. *expired: the deleted entry had
+ * already expired, so it reads as absent. */
+int storage_delete(struct pg *pg, const char *key, struct cache_row *row, bool *expired);
+
+/* Create or replace the filter list of source; etag and expires may be
+ * NULL. Like storage_put; *field is "expiresAt" for PG_EINPUT. */
+int storage_filter_put(struct pg *pg, const char *source, const char *content, const char *hash,
+    const char *etag, const char *expires, struct cache_row *row, bool *created, const char **field);
+
+/* Record a compilation (output_path may be NULL); row gets it. Returns a
+ * pg_err. */
+int storage_compilation_create(struct pg *pg, const char *config_name, long long source_count,
+    long long rule_count, long long duration, const char *output_path, struct cache_row *row);
+
+/* The PostgreSQL side of GET /api/compilations (a cache_pg_list_fn): the
+ * only filter is on "config_name"; newest first like the cache. */
+int storage_compilations_pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
+    struct buf *out, long *count);
+
+#endif
