@@ -617,8 +617,9 @@ static void rollback(struct cache *c)
 }
 
 /* Store row if the table's generation is still gen (nothing was
- * invalidated since the caller read PostgreSQL), else drop the key: the
- * copy may be older than what an invalidation already applied. */
+ * invalidated since the caller read PostgreSQL), else drop the key and end
+ * the snapshot: the copy may be older than what an invalidation already
+ * applied, and a complete snapshot must not lack the row either. */
 static void store_checked(struct cache *c, int t, const struct cache_row *row, uint64_t gen)
 {
 	struct tstate ts;
@@ -630,7 +631,9 @@ static void store_checked(struct cache *c, int t, const struct cache_row *row, u
 	if (ts.gen == gen) {
 		if (put_row(c, t, row, text_now_ms()) < 0)
 			goto fail;
-	} else if (del_row(c, t, row->key) < 0) {
+	} else if (del_row(c, t, row->key) < 0 || bump(c, t, false) < 0) {
+		/* Without the row the snapshot is no longer whole: the next list
+		 * reads PostgreSQL and refills it. */
 		goto fail;
 	}
 	commit(c);

@@ -33,6 +33,13 @@ const struct route router_routes[] = {
 	{ HTTP_POST, "/api/compilations", h_compilations_create, ROUTE_ADMIN | ROUTE_BODY, "Record a compilation" },
 	{ HTTP_GET, "/api/compilations", h_compilations_list, ROUTE_ADMIN | ROUTE_CACHED, "Compilations (configName, limit)" },
 
+	{ HTTP_GET, "/api/admin/storage/stats", h_astorage_stats, ROUTE_ADMIN, "Row counts of the storage tables" },
+	{ HTTP_POST, "/api/admin/storage/clear-expired", h_astorage_clear_expired, ROUTE_ADMIN, "Delete expired storage and filter-cache rows" },
+	{ HTTP_POST, "/api/admin/storage/clear-cache", h_astorage_clear_cache, ROUTE_ADMIN, "Delete cache/ storage entries and all filter-cache rows" },
+	{ HTTP_GET, "/api/admin/storage/export", h_astorage_export, ROUTE_ADMIN, "Export the storage tables as JSON" },
+	{ HTTP_POST, "/api/admin/storage/vacuum", h_astorage_vacuum, ROUTE_ADMIN, "VACUUM ANALYZE the storage tables and the L1 cache" },
+	{ HTTP_GET, "/api/admin/storage/tables", h_astorage_tables, ROUTE_ADMIN, "Tables and indexes of the schema" },
+	{ HTTP_POST, "/api/admin/storage/query", h_astorage_query, ROUTE_ADMIN | ROUTE_BODY, "Run one read-only SQL statement" },
 	{ HTTP_GET, "/api/admin/cache/status", h_cache_status, ROUTE_ADMIN, "L1 cache state per table" },
 	{ HTTP_POST, "/api/admin/cache/rebuild", h_cache_rebuild, ROUTE_ADMIN, "Refill the L1 cache from PostgreSQL" },
 	{ HTTP_POST, "/api/admin/cache/invalidate", h_cache_invalidate, ROUTE_ADMIN | ROUTE_BODY, "Drop a row or table from this host's L1 cache" },

@@ -81,10 +81,12 @@ int worker_init(struct app *app, const struct conf *conf)
 void worker_fini(struct app *app)
 {
 	pg_free(app->pg);
+	pg_free(app->query_pg);
 	cache_close(app->cache);
 	arena_free(&app->arena);
 	http_response_free(&app->res);
 	app->pg = NULL;
+	app->query_pg = NULL;
 	app->cache = NULL;
 }
 

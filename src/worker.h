@@ -16,6 +16,7 @@ struct app {
 	const struct conf *conf;
 	struct pg *pg;              /* the worker's one PostgreSQL connection */
 	struct cache *cache;        /* the worker's one SQLite handle */
+	struct pg *query_pg;        /* the query console's read-only connection, made on first use */
 	struct arena arena;         /* per-request memory */
 	struct http_response res;   /* reused across requests */
 	struct principal who;       /* the caller of the current request */

@@ -43,6 +43,14 @@ void h_filter_get(struct app *, struct http_request *, struct http_response *, c
 void h_filter_put(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 void h_compilations_create(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 void h_compilations_list(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+/* admin_storage.c */
+void h_astorage_stats(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_astorage_clear_expired(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_astorage_clear_cache(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_astorage_export(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_astorage_vacuum(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_astorage_tables(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_astorage_query(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 /* cache_admin.c */
 void h_cache_status(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 void h_cache_rebuild(struct app *, struct http_request *, struct http_response *, const struct route_match *);
