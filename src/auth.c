@@ -7,6 +7,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "pg.h"
 #include "cache.h"
 #include "text.h"
@@ -183,6 +184,7 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 	    now - cr.confirmed_ms <= app->conf->cache_max_age * 1000 &&
 	    (cr.expires_ms == 0 || cr.expires_ms > now)) {
 		from_cred(p, &cr);
+		metrics_cache(CACHE_CREDENTIALS, METRICS_CACHE_HIT);
 		return AUTH_OK;
 	}
 	gen = cache_gen(app->cache, CACHE_CREDENTIALS);
@@ -200,6 +202,7 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 			if (cr.confirmed_ms >= ref - app->conf->cache_auth_grace * 1000) {
 				from_cred(p, &cr);
 				p->stale = true;
+				metrics_cache(CACHE_CREDENTIALS, METRICS_CACHE_STALE);
 				return AUTH_OK;
 			}
 		}
@@ -226,6 +229,8 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 		PQclear(t);   /* best effort: a failed touch never fails the request */
 	}
 	PQclear(r);
+	if (cache_enabled(app->cache))
+		metrics_cache(CACHE_CREDENTIALS, METRICS_CACHE_MISS);
 	cache_cred_put(app->cache, hash, &cr, gen);
 	return AUTH_OK;
 }

@@ -36,7 +36,7 @@ struct cache {
 	long long next_open_ms;
 	long long next_stat_ms;
 	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
-	sqlite3_stmt *st_state, *st_table, *st_bump;
+	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end;
 	long long coherent_checked_ms;
 	bool coherent;
 	int64_t outage_since;
@@ -108,7 +108,9 @@ static void close_db(struct cache *c)
 	sqlite3_finalize(c->st_state);
 	sqlite3_finalize(c->st_table);
 	sqlite3_finalize(c->st_bump);
-	c->st_state = c->st_table = c->st_bump = NULL;
+	sqlite3_finalize(c->st_begin);
+	sqlite3_finalize(c->st_end);
+	c->st_state = c->st_table = c->st_bump = c->st_begin = c->st_end = NULL;
 	if (c->db)
 		sqlite3_close_v2(c->db);
 	c->db = NULL;
@@ -195,7 +197,9 @@ static int prepare_all(struct cache *c)
 	c->st_state = prep(c, "SELECT listener_connected, listener_since, heartbeat, outage_since FROM cache_state WHERE id = 1");
 	c->st_table = prep(c, "SELECT complete, synced_at, gen FROM cache_tables WHERE name = ?1");
 	c->st_bump = prep(c, "UPDATE cache_tables SET gen = gen + 1, complete = complete AND ?2 WHERE name = ?1");
-	if (!c->st_state || !c->st_table || !c->st_bump)
+	c->st_begin = prep(c, "BEGIN");
+	c->st_end = prep(c, "COMMIT");
+	if (!c->st_state || !c->st_table || !c->st_bump || !c->st_begin || !c->st_end)
 		goto out;
 	for (int t = 0; t < CACHE_NTABLES; t++) {
 		const struct cache_tabledef *d = cache_defs[t];
@@ -859,13 +863,40 @@ static bool snapshot_ok(struct cache *c, int t, bool need_fresh)
 	return text_now_ms() - ts.synced_at <= c->max_age_ms && cache_coherent(c);
 }
 
+/* One read transaction around the snapshot check and the read: a single
+ * WAL read lock (two fcntl calls) instead of one per statement, and both
+ * see the same state. */
+static bool read_begin(struct cache *c)
+{
+	if (!usable(c))
+		return false;
+	sqlite3_reset(c->st_begin);
+	return sqlite3_step(c->st_begin) == SQLITE_DONE;
+}
+
+static void read_end(struct cache *c)
+{
+	if (c->db && !sqlite3_get_autocommit(c->db)) {
+		sqlite3_reset(c->st_end);
+		if (sqlite3_step(c->st_end) != SQLITE_DONE)
+			rollback(c);
+		sqlite3_reset(c->st_end);
+	}
+}
+
 int cache_list(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
     long limit, cache_pg_list_fn pg_list, struct buf *out, long *count, enum cache_outcome *how)
 {
 	size_t start = out->len;
+	bool hit = false;
 	int rc;
 
-	if (snapshot_ok(c, t, true) && list_sqlite(c, t, f, nf, limit, out, count) == 0) {
+	/* cache_coherent reads its own state outside the transaction, first. */
+	if (cache_coherent(c) && read_begin(c)) {
+		hit = snapshot_ok(c, t, true) && list_sqlite(c, t, f, nf, limit, out, count) == 0;
+		read_end(c);
+	}
+	if (hit) {
 		metrics_cache(t, METRICS_CACHE_HIT);
 		*how = CACHE_HIT;
 		return 0;
@@ -895,9 +926,14 @@ int cache_list(struct cache *c, struct pg *pg, enum cache_tbl t, const struct ca
 int cache_count(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
     cache_pg_count_fn pg_count, long *n, enum cache_outcome *how)
 {
+	bool hit = false;
 	int rc;
 
-	if (snapshot_ok(c, t, true) && count_sqlite(c, t, f, nf, n) == 0) {
+	if (cache_coherent(c) && read_begin(c)) {
+		hit = snapshot_ok(c, t, true) && count_sqlite(c, t, f, nf, n) == 0;
+		read_end(c);
+	}
+	if (hit) {
 		metrics_cache(t, METRICS_CACHE_HIT);
 		*how = CACHE_HIT;
 		return 0;

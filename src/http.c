@@ -56,6 +56,27 @@ static long long mono_us(void)
 	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+static char rid_prefix[17];
+static unsigned long long rid_seq;
+
+void http_process_init(void)
+{
+	unsigned char raw[8];
+
+	randombytes_buf(raw, sizeof raw);
+	sodium_bin2hex(rid_prefix, sizeof rid_prefix, raw, sizeof raw);
+	rid_seq = 0;
+}
+
+/* 32 hex digits: a random per-process prefix and a counter. Unique without
+ * a system call per request (request ids need not be secret). */
+static void new_request_id(char out[static HTTP_RID_MAX + 1])
+{
+	if (rid_prefix[0] == '\0')
+		http_process_init();
+	snprintf(out, HTTP_RID_MAX + 1, "%s%016llx", rid_prefix, ++rid_seq);
+}
+
 const char *http_param(const struct http_request *req, const char *name)
 {
 	return req->io->param(req->io->ctx, name);
@@ -81,9 +102,7 @@ int http_request_init(struct http_request *req, const struct http_io *io, struct
 	if (http_request_id_valid(rid)) {
 		snprintf(req->request_id, sizeof req->request_id, "%s", rid);
 	} else {
-		unsigned char raw[16];
-		randombytes_buf(raw, sizeof raw);
-		sodium_bin2hex(req->request_id, sizeof req->request_id, raw, sizeof raw);
+		new_request_id(req->request_id);
 	}
 
 	/* Route on the raw REQUEST_URI: PATH_INFO arrives decoded, and a key

@@ -81,6 +81,9 @@ const char *http_reason(int status);
 int http_send(struct http_request *req, struct http_response *res);
 
 bool http_request_id_valid(const char *s);
+/* Call once in each new process (after fork): new request ids must not
+ * repeat another process's. */
+void http_process_init(void);
 enum http_method http_method_parse(const char *s);
 const char *http_method_name(enum http_method m);
 

@@ -2,6 +2,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,45 +22,43 @@
 #include "router.h"
 
 /* ---- stop signals ----
- * libfcgi's accept() retries on EINTR unless told otherwise, and a signal
- * that lands just before accept() would be missed. So the handler also
- * points the listening descriptor at /dev/null: whenever accept() runs
- * next, it fails at once and the loop ends. dup2 is async-signal-safe. */
+ * SIGTERM/SIGINT/SIGQUIT stay blocked while a request is served and are
+ * let in only while the worker waits for a connection (ppoll's atomic mask
+ * change), so one can neither cut a request short nor slip in unseen just
+ * before the wait. */
 static volatile sig_atomic_t stop_flag;
-static int stop_listen_fd = -1;
-static int stop_null_fd = -1;
 
 static void on_stop(int sig)
 {
-	int e = errno;
-
 	(void)sig;
 	stop_flag = 1;
-	if (stop_listen_fd >= 0 && stop_null_fd >= 0)
-		dup2(stop_null_fd, stop_listen_fd);
-	errno = e;
 }
 
 bool worker_stopping(void) { return stop_flag != 0; }
 
-static int install_stop_handlers(int listen_fd)
+static int install_stop_handlers(sigset_t *waitmask)
 {
 	struct sigaction sa;
+	sigset_t block;
 
-	stop_listen_fd = listen_fd;
-	stop_null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (stop_null_fd < 0)
-		return -1;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_stop;
 	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = 0;   /* no SA_RESTART: interrupt accept() */
 	if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
 	    sigaction(SIGQUIT, &sa, NULL) < 0)
 		return -1;
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGQUIT);
+	if (sigprocmask(SIG_BLOCK, &block, waitmask) < 0)
+		return -1;
+	sigdelset(waitmask, SIGTERM);
+	sigdelset(waitmask, SIGINT);
+	sigdelset(waitmask, SIGQUIT);
 	return 0;
 }
 
@@ -63,6 +66,7 @@ int worker_init(struct app *app, const struct conf *conf)
 {
 	memset(app, 0, sizeof *app);
 	app->conf = conf;
+	http_process_init();
 	arena_init(&app->arena, 32 * 1024);
 	http_response_init(&app->res);
 	app->pg = pg_new(conf->db_url, conf->db_statement_timeout_ms, "bloqr");
@@ -239,40 +243,105 @@ static int fcgi_write(void *ctx, const char *buf, size_t n)
 	return 0;
 }
 
+/* Wait for the next connection on listen_fd (shared by every worker and
+ * non-blocking: another worker may take it first). The fd, or -1 when a
+ * stop signal came. */
+static int next_connection(int listen_fd, const sigset_t *waitmask, bool tcp)
+{
+	struct pollfd pfd = { listen_fd, POLLIN, 0 };
+	int fd, one = 1;
+
+	while (!stop_flag) {
+		if (ppoll(&pfd, 1, NULL, waitmask) < 0) {
+			if (errno != EINTR) {
+				log_error("worker: poll: %s", strerror(errno));
+				return -1;
+			}
+			continue;
+		}
+		fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED ||
+			    errno == EPROTO)
+				continue;
+			log_error("worker: accept: %s", strerror(errno));
+			poll(NULL, 0, 100);   /* EMFILE and the like: don't spin */
+			continue;
+		}
+		/* The response goes out in several writes; don't let Nagle hold the last. */
+		if (tcp)
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		return fd;
+	}
+	return -1;
+}
+
+/* The worker accepts connections itself and hands each to libfcgi as an
+ * open connection: no accept lock (fcntl) around every accept, no lingering
+ * close that waits for the web server, and a clean stop (see above). */
 int worker_run_fcgi(struct app *app, int listen_fd)
 {
 	FCGX_Request r;
 	struct http_io io = { &r, fcgi_param, fcgi_read, fcgi_write };
 	long max = app->conf->pool_max_requests;
-	int rc = 0;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	sigset_t waitmask;
+	char tmp[4096];
+	bool tcp;
+	int none = -1, fd, fl, rc = 0;
 
-	if (install_stop_handlers(listen_fd) < 0) {
+	if (install_stop_handlers(&waitmask) < 0) {
 		log_error("worker: cannot install signal handlers: %s", strerror(errno));
 		return -1;
 	}
-	if (FCGX_Init() != 0 || FCGX_InitRequest(&r, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
-		log_error("worker: cannot initialise FastCGI");
+	tcp = getsockname(listen_fd, (struct sockaddr *)&ss, &sl) == 0 &&
+	    (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+	fl = fcntl(listen_fd, F_GETFL);
+	if (fl < 0 || fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		log_error("worker: listening socket: %s", strerror(errno));
 		return -1;
 	}
-	while (!stop_flag) {
+	/* libfcgi is given no listening socket: if it ever wants to accept one
+	 * itself, it fails at once instead of blocking. */
+	none = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (none < 0 || FCGX_Init() != 0 || FCGX_InitRequest(&r, none, 0) != 0) {
+		log_error("worker: cannot initialise FastCGI");
+		if (none >= 0)
+			close(none);
+		return -1;
+	}
+	while ((fd = next_connection(listen_fd, &waitmask, tcp)) >= 0) {
+		/* An open connection that libfcgi must neither accept nor close. */
+		r.ipcFd = fd;
+		r.keepConnection = 1;
 		if (FCGX_Accept_r(&r) < 0) {
-			if (!stop_flag) {
-				log_error("worker: accept failed: %s", strerror(errno));
-				rc = -1;
-			}
-			break;
+			/* Not a FastCGI request (libfcgi closed it). */
+			r.ipcFd = -1;
+			continue;
 		}
 		worker_handle(app, &io);
+		/* Read what is left of the body, so closing sends no reset that
+		 * could cut off the response. */
+		for (size_t left = 16u << 20; left > 0;) {
+			int n = FCGX_GetStr(tmp, sizeof tmp, r.in);
+			if (n <= 0)
+				break;
+			left = (size_t)n >= left ? 0 : left - (size_t)n;
+		}
+		r.keepConnection = 1;
 		FCGX_Finish_r(&r);
+		close(fd);
+		r.ipcFd = -1;
 		if (max > 0 && app->served >= (unsigned long long)max) {
 			log_info("worker: served %llu requests (max_requests), recycling", app->served);
 			break;
 		}
 	}
+	if (!stop_flag && (max <= 0 || app->served < (unsigned long long)max))
+		rc = -1;
 	FCGX_Free(&r, 0);
-	if (stop_null_fd >= 0)
-		close(stop_null_fd);
-	stop_null_fd = -1;
+	close(none);
 	return rc;
 }
 

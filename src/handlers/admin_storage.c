@@ -1,52 +1,309 @@
-/* Placeholder: being written. */
+/* Admin storage endpoints (CONTRACT §4 "Admin storage"): counts, bulk
+ * deletes, export, VACUUM and the schema's relations, all on PostgreSQL
+ * (the source of truth); deletes are audited in their transaction and
+ * then dropped from this host's L1 cache (other hosts drop them through
+ * the tables' NOTIFY triggers). The query console runs as its own
+ * read-only role (query_console.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "audit.h"
+#include "cache.h"
 #include "handlers/handlers.h"
+#include "jsonx.h"
+#include "log.h"
+#include "pg.h"
+#include "query_console.h"
+#include "storage.h"
+#include "storage_admin.h"
+#include "text.h"
+#include "worker.h"
+
+#define EXPORT_ENTRIES_MAX 1000
+#define EXPORT_FILTERS_MAX 100
+#define EXPORT_COMPILATIONS_MAX 100
+
+static void no_store(struct http_response *res)
+{
+	http_header(res, "Cache-Control", "no-store");
+}
 
 void h_astorage_stats(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	(void)app; (void)req; (void)m;
-	http_error(res, 503, "Not available yet");
+	struct storage_admin_stats st;
+	struct json_object *o, *stats;
+	char ts[25];
+	int rc;
+
+	(void)req; (void)m;
+	if ((rc = storage_admin_stats(app->pg, &st)) != PG_OK) {
+		h_pg_error(res, rc);
+		return;
+	}
+	text_iso_time_ms(text_now_ms(), ts);
+	o = h_success();
+	stats = json_object_new_object();
+	if (o == NULL || stats == NULL ||
+	    jsonx_add_int(stats, "storage_entries", st.storage_entries) < 0 ||
+	    jsonx_add_int(stats, "filter_cache", st.filter_cache) < 0 ||
+	    jsonx_add_int(stats, "compilation_metadata", st.compilation_metadata) < 0 ||
+	    jsonx_add_int(stats, "expired_storage", st.expired_storage) < 0 ||
+	    jsonx_add_int(stats, "expired_cache", st.expired_cache) < 0) {
+		json_object_put(stats);
+		json_object_put(o);
+		http_error(res, 500, "Out of memory");
+		return;
+	}
+	if (jsonx_add(o, "stats", stats) < 0 || jsonx_add_str(o, "timestamp", ts) < 0) {
+		json_object_put(o);
+		http_error(res, 500, "Out of memory");
+		return;
+	}
+	no_store(res);
+	h_json(res, 200, o);
+}
+
+/* clear-expired and clear-cache: the delete and its audit row in one
+ * transaction, then this host's cache. */
+static void clear(struct app *app, struct http_request *req, struct http_response *res, bool expired)
+{
+	const char *action = expired ? "storage.clear_expired" : "storage.clear_cache";
+	struct json_object *details, *o;
+	long long s = 0, f = 0;
+	char msg[200];
+	int rc;
+
+	if ((rc = pg_begin(app->pg)) != PG_OK)
+		goto fail;
+	rc = expired ? storage_admin_clear_expired(app->pg, &s, &f) : storage_admin_clear_cache(app->pg, &s, &f);
+	if (rc != PG_OK)
+		goto fail;
+	if ((details = json_object_new_object()) == NULL ||
+	    jsonx_add_int(details, "storage_entries", s) < 0 || jsonx_add_int(details, "filter_cache", f) < 0) {
+		json_object_put(details);
+		rc = PG_EBUG;
+		goto fail;
+	}
+	rc = audit_write(app->pg, app->who.user_id, action, NULL, req->request_id, details);
+	json_object_put(details);
+	if (rc != PG_OK || (rc = pg_commit(app->pg)) != PG_OK)
+		goto fail;
+	/* Committed: drop the tables from this host's cache at once rather
+	 * than wait for our own NOTIFYs. Whole tables: the rows went by a
+	 * condition, not by key. */
+	if (s > 0)
+		cache_deleted(app->cache, CACHE_STORAGE, NULL);
+	if (f > 0)
+		cache_deleted(app->cache, CACHE_FILTERS, NULL);
+	if (expired)
+		snprintf(msg, sizeof msg, "Deleted %lld expired storage entries and %lld expired filter-cache rows",
+		    s, f);
+	else
+		snprintf(msg, sizeof msg, "Deleted %lld cache/ storage entries and %lld filter-cache rows", s, f);
+	o = h_success();
+	if (o && (jsonx_add_int(o, "deleted", s + f) < 0 || jsonx_add_str(o, "message", msg) < 0)) {
+		json_object_put(o);
+		o = NULL;
+	}
+	h_json(res, 200, o);
+	return;
+fail:
+	pg_rollback(app->pg);
+	h_pg_error(res, rc);
 }
 
 void h_astorage_clear_expired(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	(void)app; (void)req; (void)m;
-	http_error(res, 503, "Not available yet");
+	(void)m;
+	clear(app, req, res, true);
 }
 
 void h_astorage_clear_cache(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	(void)app; (void)req; (void)m;
-	http_error(res, 503, "Not available yet");
+	(void)m;
+	clear(app, req, res, false);
 }
 
+/* The body is assembled as text: the rows are JSON texts from
+ * PostgreSQL (and storage.c's compilation objects), not re-parsed. */
 void h_astorage_export(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	(void)app; (void)req; (void)m;
-	http_error(res, 503, "Not available yet");
+	struct buf *b = &res->body;
+	int64_t ms = text_now_ms();
+	char iso[25], hdr[96];
+	long n;
+	PGresult *r;
+	int rc;
+
+	(void)req; (void)m;
+	text_iso_time_ms(ms, iso);
+	/* One snapshot for the three tables. */
+	r = pg_exec(app->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &rc);
+	PQclear(r);
+	if (rc != PG_OK)
+		goto fail;
+	buf_reset(b);
+	buf_printf(b, "{\"success\":true,\"exportedAt\":\"%s\",\"storage_entries\":[", iso);
+	if ((rc = storage_admin_export_entries(app->pg, EXPORT_ENTRIES_MAX, b, &n)) != PG_OK)
+		goto fail;
+	buf_puts(b, "],\"filter_cache\":[");
+	if ((rc = storage_admin_export_filters(app->pg, EXPORT_FILTERS_MAX, b, &n)) != PG_OK)
+		goto fail;
+	buf_puts(b, "],\"compilation_metadata\":[");
+	/* storage.c's list: the objects of GET /api/compilations, newest first. */
+	if ((rc = storage_compilations_pg_list(app->pg, NULL, 0, EXPORT_COMPILATIONS_MAX, b, &n)) != PG_OK)
+		goto fail;
+	buf_puts(b, "]}");
+	if ((rc = pg_commit(app->pg)) != PG_OK)
+		goto fail;
+	if (b->oom) {
+		http_error(res, 500, "Out of memory");
+		return;
+	}
+	res->status = 200;
+	res->content_type = NULL;
+	snprintf(hdr, sizeof hdr, "attachment; filename=\"storage-export-%lld.json\"", (long long)ms);
+	http_header(res, "Content-Disposition", hdr);
+	no_store(res);
+	return;
+fail:
+	pg_rollback(app->pg);
+	h_pg_error(res, rc);
 }
 
 void h_astorage_vacuum(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	(void)app; (void)req; (void)m;
-	http_error(res, 503, "Not available yet");
+	const char *cache_state, *cache_msg;
+	struct json_object *details;
+	char msg[256];
+	int rc;
+
+	(void)m;
+	if ((rc = storage_admin_vacuum(app->pg, app->conf->db_statement_timeout_ms)) != PG_OK) {
+		h_pg_error(res, rc);
+		return;
+	}
+	/* PostgreSQL is what matters; the cache is this host's copy. */
+	if (!cache_enabled(app->cache)) {
+		cache_state = "disabled";
+		cache_msg = "the L1 cache is disabled on this host";
+	} else if (cache_vacuum(app->cache) < 0) {
+		cache_state = "failed";
+		cache_msg = "vacuuming this host's L1 cache failed (see the server log)";
+		log_warn("admin storage: VACUUM of the L1 cache failed");
+	} else {
+		cache_state = "vacuumed";
+		cache_msg = "vacuumed this host's L1 cache";
+	}
+	details = json_object_new_object();
+	if (details)
+		jsonx_add_str(details, "cache", cache_state);
+	/* VACUUM cannot run in a transaction, so its audit row follows it. */
+	rc = audit_write(app->pg, app->who.user_id, "storage.vacuum", NULL, req->request_id, details);
+	json_object_put(details);
+	if (rc != PG_OK) {
+		h_pg_error(res, rc);
+		return;
+	}
+	snprintf(msg, sizeof msg, "Vacuumed and analyzed storage_entries, filter_cache and "
+	    "compilation_metadata in PostgreSQL; %s", cache_msg);
+	h_message(res, msg);
+}
+
+static struct json_object *table_row(const PGresult *r, int i)
+{
+	struct json_object *o = json_object_new_object();
+
+	if (o && (jsonx_add_str(o, "name", PQgetvalue(r, i, 0)) < 0 ||
+	    jsonx_add_str(o, "type", PQgetvalue(r, i, 1)) < 0)) {
+		json_object_put(o);
+		return NULL;
+	}
+	return o;
 }
 
 void h_astorage_tables(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	(void)app; (void)req; (void)m;
-	http_error(res, 503, "Not available yet");
+	PGresult *r = NULL;
+	int rc;
+
+	(void)req; (void)m;
+	if ((rc = storage_admin_tables(app->pg, &r)) != PG_OK) {
+		h_pg_error(res, rc);
+		return;
+	}
+	h_reply_page(res, r, "tables", table_row, -1, -1, -1);
+	PQclear(r);
+}
+
+/* True when s holds only white space. */
+static bool blank(const char *s)
+{
+	s += strspn(s, " \t\r\n\f\v");
+	return *s == '\0';
 }
 
 void h_astorage_query(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	(void)app; (void)req; (void)m;
-	http_error(res, 503, "Not available yet");
-}
+	struct json_object *body = NULL, *o = NULL;
+	const char *sql = NULL;
+	long timeout = qc_timeout_ms(app->conf->db_statement_timeout_ms);
+	char err[512];
+	int rc;
 
+	(void)m;
+	if (app->conf->db_query_url == NULL || app->conf->db_query_url[0] == '\0') {
+		http_error(res, 503, "Query console is not configured");
+		return;
+	}
+	if ((body = h_body_object(req, res)) == NULL)
+		return;
+	if ((rc = jsonx_get_string(body, "sql", QC_SQL_MAX, &sql, err, sizeof err)) <= 0) {
+		http_error(res, 400, "%s", rc == 0 ? "Field 'sql' is required" : err);
+		goto out;
+	}
+	if (blank(sql)) {
+		http_error(res, 400, "Field 'sql' must not be empty");
+		goto out;
+	}
+	if (app->query_pg == NULL &&
+	    (app->query_pg = pg_new(app->conf->db_query_url, timeout, "bloqr-query")) == NULL) {
+		http_error(res, 500, "Out of memory");
+		goto out;
+	}
+	if ((o = h_success()) == NULL) {
+		http_error(res, 500, "Out of memory");
+		goto out;
+	}
+	switch (qc_run(app->query_pg, sql, timeout, o, err, sizeof err)) {
+	case QC_OK:
+		no_store(res);
+		h_json(res, 200, o);
+		o = NULL;
+		break;
+	case QC_EREFUSED:
+		http_error(res, 400, "%s", err);
+		break;
+	case QC_EUNAVAIL:
+		http_error(res, 503, "Query console cannot reach the database, try again shortly");
+		http_header(res, "Retry-After", "5");
+		break;
+	case QC_EUNSAFE:
+		http_error(res, 503, "Query console is disabled: its database role is not read-only "
+		    "(see the server log)");
+		break;
+	default:
+		http_error(res, 500, "Out of memory");
+		break;
+	}
+out:
+	json_object_put(o);
+	json_object_put(body);
+}

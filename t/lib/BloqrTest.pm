@@ -683,15 +683,16 @@ sub dev_up {
 	my $tmp = write_conf('cache.path' => "$dir/cache.db", 'pool.workers' => 2);
 	rename $tmp, $conf or die "rename $tmp: $!\n";
 	print migrate($conf);
+	my $port = $o{port} && !_listening("127.0.0.1:$o{port}") ? $o{port} : free_port();
 	if ($o{hook} && @{ $o{hook} }) {
 		my $r = run_cmd([@{ $o{hook} }, $conf], dir => getcwd(), timeout => 300,
-			env => { BLOQR_CONF => $conf, BLOQR_DATABASE_URL_DEV => $pg->url });
+			env => { BLOQR_CONF => $conf, BLOQR_DATABASE_URL_DEV => $pg->url,
+				BLOQR_DEV_URL => "http://127.0.0.1:$port" });
 		print $r->{out} // '';
 		print STDERR $r->{err} // '';
 		die "after_migrate hook failed (exit $r->{rc})\n" if $r->{rc};
 	}
 	my $pool = pool_start($conf, workers => 2, log => "$dir/pool.log");
-	my $port = $o{port} && !_listening("127.0.0.1:$o{port}") ? $o{port} : free_port();
 	my $web = nginx_start(upstream => $pool->addr, port => $port);
 	print "bloqr-backend is up: $web->{url}/api/health\n",
 	    "  config:     $conf\n",

@@ -1,0 +1,203 @@
+#include "storage_admin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pg.h"
+
+/* Times as the API shows them (as in storage.c): ISO-8601 UTC with ms. */
+#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* ---------------------------------------------------------- statements -- */
+
+/* One statement, so the five counts come from one snapshot. */
+static const struct pg_stmt st_stats = { "storage_admin_stats",
+	"SELECT (SELECT count(*) FROM storage_entries), "
+	"  (SELECT count(*) FROM filter_cache), "
+	"  (SELECT count(*) FROM compilation_metadata), "
+	"  (SELECT count(*) FROM storage_entries WHERE expires_at <= now()), "
+	"  (SELECT count(*) FROM filter_cache WHERE expires_at <= now())", 0, true };
+
+/* Both deletes in one statement: they succeed or fail together even
+ * before the caller's COMMIT. The rows' triggers (0002_cache_notify) tell
+ * every host's cache at commit. */
+static const struct pg_stmt st_clear_expired = { "storage_admin_clear_expired",
+	"WITH s AS (DELETE FROM storage_entries WHERE expires_at <= now() RETURNING 1), "
+	"  f AS (DELETE FROM filter_cache WHERE expires_at <= now() RETURNING 1) "
+	"SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM f)", 0, false };
+
+/* starts_with, not LIKE: the prefix is a literal, never a pattern. */
+static const struct pg_stmt st_clear_cache = { "storage_admin_clear_cache",
+	"WITH s AS (DELETE FROM storage_entries WHERE starts_with(key, 'cache/') RETURNING 1), "
+	"  f AS (DELETE FROM filter_cache RETURNING 1) "
+	"SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM f)", 0, false };
+
+/* The API objects of GET /api/storage/{key} and GET /api/filter-cache,
+ * built by PostgreSQL: data is json, which json_build_object embeds
+ * verbatim, so it comes out exactly as it was given (as on a GET). */
+static const struct pg_stmt st_export_entries = { "storage_admin_export_entries",
+	"SELECT json_build_object('key', key, 'data', data, "
+	"  'createdAt', " TS("created_at") ", 'updatedAt', " TS("updated_at") ", "
+	"  'expiresAt', " TS("expires_at") ", 'tags', tags)::text "
+	"FROM storage_entries ORDER BY key LIMIT $1::integer", 1, true };
+static const struct pg_stmt st_export_filters = { "storage_admin_export_filters",
+	"SELECT json_build_object('source', source, 'content', content, 'hash', hash, "
+	"  'etag', etag, 'createdAt', " TS("created_at") ", 'updatedAt', " TS("updated_at") ", "
+	"  'expiresAt', " TS("expires_at") ")::text "
+	"FROM filter_cache ORDER BY source LIMIT $1::integer", 1, true };
+
+/* relkind r/p: (partitioned) table, i/I: (partitioned) index. */
+static const struct pg_stmt st_tables = { "storage_admin_tables",
+	"SELECT c.relname, CASE WHEN c.relkind IN ('r', 'p') THEN 'table' ELSE 'index' END "
+	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+	"WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'i', 'I') "
+	"ORDER BY c.relname COLLATE \"C\"", 0, true };
+
+static const struct pg_stmt st_set_timeout = { "storage_admin_set_timeout",
+	"SELECT set_config('statement_timeout', $1, false)", 1, true };
+
+/* A fixed statement without input (VACUUM takes no parameters). */
+static const char sql_vacuum[] =
+	"VACUUM (ANALYZE) storage_entries, filter_cache, compilation_metadata";
+
+/* ------------------------------------------------------------ helpers -- */
+
+static long long num(const PGresult *r, int i, int c)
+{
+	return strtoll(PQgetvalue(r, i, c), NULL, 10);
+}
+
+/* Run a two-count delete: *a and *b get columns 0 and 1. */
+static int clear(struct pg *pg, const struct pg_stmt *st, long long *a, long long *b)
+{
+	PGresult *r;
+	int err;
+
+	*a = *b = 0;
+	if ((r = pg_query(pg, st, NULL, &err)) == NULL)
+		return err;
+	if (PQntuples(r) != 1 || PQnfields(r) != 2) {
+		log_error("storage_admin: %s returned an unexpected result", st->name);
+		PQclear(r);
+		return PG_EBUG;
+	}
+	*a = num(r, 0, 0);
+	*b = num(r, 0, 1);
+	PQclear(r);
+	return PG_OK;
+}
+
+/* Append column 0 of every row of st(limit), joined by ','. */
+static int export_rows(struct pg *pg, const struct pg_stmt *st, long limit, struct buf *out, long *count)
+{
+	char lim[24];
+	const char *p[] = { lim };
+	PGresult *r;
+	int err;
+
+	*count = 0;
+	snprintf(lim, sizeof lim, "%ld", limit);
+	if ((r = pg_query(pg, st, p, &err)) == NULL)
+		return err;
+	for (int i = 0; i < PQntuples(r); i++) {
+		if (i > 0)
+			buf_append(out, ",", 1);
+		buf_append(out, PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0));
+	}
+	*count = PQntuples(r);
+	PQclear(r);
+	if (out->oom) {
+		log_error("storage_admin: out of memory exporting %s", st->name);
+		return PG_EBUG;
+	}
+	return PG_OK;
+}
+
+/* ------------------------------------------------------------- public -- */
+
+int storage_admin_stats(struct pg *pg, struct storage_admin_stats *st)
+{
+	PGresult *r;
+	int err;
+
+	memset(st, 0, sizeof *st);
+	if ((r = pg_query(pg, &st_stats, NULL, &err)) == NULL)
+		return err;
+	if (PQntuples(r) != 1 || PQnfields(r) != 5) {
+		log_error("storage_admin: stats returned an unexpected result");
+		PQclear(r);
+		return PG_EBUG;
+	}
+	st->storage_entries = num(r, 0, 0);
+	st->filter_cache = num(r, 0, 1);
+	st->compilation_metadata = num(r, 0, 2);
+	st->expired_storage = num(r, 0, 3);
+	st->expired_cache = num(r, 0, 4);
+	PQclear(r);
+	return PG_OK;
+}
+
+int storage_admin_clear_expired(struct pg *pg, long long *storage, long long *filters)
+{
+	return clear(pg, &st_clear_expired, storage, filters);
+}
+
+int storage_admin_clear_cache(struct pg *pg, long long *storage, long long *filters)
+{
+	return clear(pg, &st_clear_cache, storage, filters);
+}
+
+int storage_admin_export_entries(struct pg *pg, long limit, struct buf *out, long *count)
+{
+	return export_rows(pg, &st_export_entries, limit, out, count);
+}
+
+int storage_admin_export_filters(struct pg *pg, long limit, struct buf *out, long *count)
+{
+	return export_rows(pg, &st_export_filters, limit, out, count);
+}
+
+int storage_admin_tables(struct pg *pg, PGresult **r)
+{
+	int err;
+
+	*r = pg_query(pg, &st_tables, NULL, &err);
+	return err;
+}
+
+/* The session's statement timeout (VACUUM cannot run in a transaction
+ * block, so SET LOCAL is no use). */
+static int set_timeout(struct pg *pg, long ms)
+{
+	char v[24];
+	const char *p[] = { v };
+	PGresult *r;
+	int err;
+
+	snprintf(v, sizeof v, "%ld", ms);
+	r = pg_query(pg, &st_set_timeout, p, &err);
+	PQclear(r);
+	return err;
+}
+
+int storage_admin_vacuum(struct pg *pg, long statement_timeout_ms)
+{
+	PGresult *r;
+	int err, err2;
+
+	if ((err = set_timeout(pg, STORAGE_ADMIN_VACUUM_TIMEOUT_MS)) != PG_OK)
+		return err;
+	r = pg_exec(pg, sql_vacuum, &err);
+	PQclear(r);
+	/* Always put the usual limit back: a later statement of this worker
+	 * must not run for 50 s. A lost connection gets it back on reconnect
+	 * (pg.c sets it per session). */
+	err2 = set_timeout(pg, statement_timeout_ms);
+	if (err2 != PG_OK && pg_connected(pg)) {
+		log_error("storage_admin: cannot restore statement_timeout; reconnecting");
+		pg_disconnect(pg);
+	}
+	return err;
+}

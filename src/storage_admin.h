@@ -1,0 +1,66 @@
+/* Whole-table operations on the storage tables (storage_entries,
+ * filter_cache, compilation_metadata) for the admin storage endpoints:
+ * counts, bulk deletes, export, the schema's relations and VACUUM. All in
+ * PostgreSQL; the caller tells the L1 cache what changed (cache_deleted)
+ * after its commit. Row-level statements stay in storage.c. */
+#ifndef BLOQR_STORAGE_ADMIN_H
+#define BLOQR_STORAGE_ADMIN_H
+
+#include <libpq-fe.h>
+
+#include "buf.h"
+
+struct pg;
+
+/* Longest a VACUUM ANALYZE may run: more than the usual statement timeout
+ * (vacuuming a big table takes time), less than the web server's default
+ * FastCGI read timeout (60 s), so the client still gets our answer. */
+#define STORAGE_ADMIN_VACUUM_TIMEOUT_MS 50000
+
+/* Row counts; every row counts, expired or not. expired_* are the rows
+ * with expires_at <= now(). */
+struct storage_admin_stats {
+	long long storage_entries;
+	long long filter_cache;
+	long long compilation_metadata;
+	long long expired_storage;
+	long long expired_cache;
+};
+
+/* Fill *st from one snapshot. Returns a pg_err. */
+int storage_admin_stats(struct pg *pg, struct storage_admin_stats *st)
+	__attribute__((warn_unused_result));
+
+/* Delete the expired storage entries and filter-cache rows in one
+ * statement; *storage and *filters get the numbers deleted. Call inside
+ * the caller's transaction (with its audit row). Returns a pg_err. */
+int storage_admin_clear_expired(struct pg *pg, long long *storage, long long *filters)
+	__attribute__((warn_unused_result));
+
+/* Delete the storage entries whose key starts with "cache/" and every
+ * filter-cache row, in one statement; like storage_admin_clear_expired. */
+int storage_admin_clear_cache(struct pg *pg, long long *storage, long long *filters)
+	__attribute__((warn_unused_result));
+
+/* Append up to limit rows as API objects (the shape of GET
+ * /api/storage/{key}, resp. GET /api/filter-cache), joined by ',', to out
+ * and set *count; storage entries by key, filter lists by source, expired
+ * rows included (an export is of the table, not of what reads see).
+ * Returns a pg_err. */
+int storage_admin_export_entries(struct pg *pg, long limit, struct buf *out, long *count)
+	__attribute__((warn_unused_result));
+int storage_admin_export_filters(struct pg *pg, long limit, struct buf *out, long *count)
+	__attribute__((warn_unused_result));
+
+/* The tables and indexes of schema public, sorted by name: *r has the
+ * columns name and type ("table" or "index"); the caller PQclears it.
+ * Returns a pg_err. */
+int storage_admin_tables(struct pg *pg, PGresult **r) __attribute__((warn_unused_result));
+
+/* VACUUM ANALYZE the three storage tables (outside any transaction: the
+ * caller must not have one open), allowing it
+ * STORAGE_ADMIN_VACUUM_TIMEOUT_MS, then put the session's statement
+ * timeout back to statement_timeout_ms. Returns a pg_err. */
+int storage_admin_vacuum(struct pg *pg, long statement_timeout_ms) __attribute__((warn_unused_result));
+
+#endif
