@@ -38,6 +38,7 @@ struct cache {
 	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
 	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end;
 	long long coherent_checked_ms;
+	unsigned opens;
 	bool coherent;
 	int64_t outage_since;
 	bool listener_connected;
@@ -296,13 +297,15 @@ static int cache_reopen(struct cache *c)
 	}
 	c->dev = st.st_dev;
 	c->ino = st.st_ino;
+	c->opens++;
 	c->next_stat_ms = now + FILE_RECHECK_MS;
 	log_info("cache: using %s", c->path);
 	return 0;
 }
 
 /* An SQLite error: count it; when it says the file is gone or broken, drop
- * the handle so the next use rebuilds the file. */
+ * the handle so the next use rebuilds the file. That finalizes every
+ * prepared statement: callers reset theirs before calling this. */
 static void cache_fail(struct cache *c, int t, int rc)
 {
 	int base = rc & 0xff;
@@ -390,15 +393,15 @@ int cache_probe(struct cache *c, double *latency_ms)
 		goto out;
 	s = c->st_state;
 	sqlite3_reset(s);
-	if ((rc = sqlite3_step(s)) != SQLITE_ROW) {
-		cache_fail(c, -1, rc);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW) {
+		cache_fail(c, -1, rc);   /* may finalize s: not used after this */
 		rc = -1;
 		goto out;
 	}
 	rc = 0;
 out:
-	if (s)
-		sqlite3_reset(s);
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	*latency_ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
 	return rc;
@@ -419,12 +422,14 @@ static void read_state(struct cache *c)
 		c->listener_since = sqlite3_column_int64(s, 1);
 		c->outage_since = sqlite3_column_int64(s, 3);
 		c->coherent = c->listener_connected && text_now_ms() - hb < HEARTBEAT_STALE_MS;
-	} else {
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW) {
 		c->coherent = false;
+		/* After the reset: cache_fail may finalize s. */
 		if (rc != SQLITE_DONE)
 			cache_fail(c, -1, rc);
 	}
-	sqlite3_reset(s);
 }
 
 bool cache_coherent(struct cache *c)
@@ -488,6 +493,11 @@ void cache_listener_state(struct cache *c, bool connected, bool lost_pg)
 		    "WHERE id = 1", (long long)now);
 	exec(c, sql);
 	c->coherent_checked_ms = 0;
+}
+
+unsigned cache_file_generation(const struct cache *c)
+{
+	return c ? c->opens : 0;
 }
 
 void cache_heartbeat(struct cache *c)
@@ -674,8 +684,9 @@ int cache_get(struct cache *c, struct pg *pg, enum cache_tbl t, const char *key,
 		sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 		rc = sqlite3_step(s);
 		if (rc == SQLITE_ROW) {
+			const char *b = (const char *)sqlite3_column_text(s, 0);
 			have = true;
-			cached = strdup((const char *)sqlite3_column_text(s, 0));
+			cached = b ? strdup(b) : NULL;   /* NULL: a damaged row, not ours */
 			fresh = text_now_ms() - sqlite3_column_int64(s, 1) <= c->max_age_ms;
 			cached_expired = expired((const char *)sqlite3_column_text(s, 2));
 			if (cached == NULL)
@@ -761,9 +772,14 @@ static int list_sqlite(struct cache *c, int t, const struct cache_filter *f, int
 		return -1;
 	sqlite3_bind_int64(s, n + 1, limit);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const unsigned char *b = sqlite3_column_text(s, 0);
+		if (b == NULL) {
+			rc = SQLITE_CORRUPT;   /* bodies are NOT NULL: the file is damaged */
+			break;
+		}
 		if (*count > 0)
 			buf_append(out, ",", 1);
-		buf_append(out, sqlite3_column_text(s, 0), (size_t)sqlite3_column_bytes(s, 0));
+		buf_append(out, b, (size_t)sqlite3_column_bytes(s, 0));
 		(*count)++;
 	}
 	sqlite3_reset(s);
@@ -978,10 +994,12 @@ void cache_written(struct cache *c, enum cache_tbl t, const struct cache_row *ro
 	commit(c);
 }
 
-void cache_deleted(struct cache *c, enum cache_tbl t, const char *key)
+int cache_deleted(struct cache *c, enum cache_tbl t, const char *key)
 {
-	if (!usable(c) || begin(c) < 0)
-		return;
+	if (!usable(c))
+		return c && c->path ? -1 : 0;
+	if (begin(c) < 0)
+		return -1;
 	if (key) {
 		/* A deleted row leaves a complete snapshot complete. */
 		if (del_row(c, t, key) < 0 || bump(c, t, true) < 0)
@@ -996,10 +1014,10 @@ void cache_deleted(struct cache *c, enum cache_tbl t, const char *key)
 		if (bump(c, t, false) < 0)
 			goto fail;
 	}
-	commit(c);
-	return;
+	return commit(c);
 fail:
 	rollback(c);
+	return -1;
 }
 
 /* ---- credentials ---- */
@@ -1017,10 +1035,17 @@ int cache_cred_get(struct cache *c, const char *token_hash, struct cache_cred *c
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		const char *k = (const char *)sqlite3_column_text(s, 0);
-		cr->kind = k ? k[0] : 's';
-		snprintf(cr->cred_id, sizeof cr->cred_id, "%s", (const char *)sqlite3_column_text(s, 1));
-		snprintf(cr->user_id, sizeof cr->user_id, "%s", (const char *)sqlite3_column_text(s, 2));
-		snprintf(cr->role, sizeof cr->role, "%s", (const char *)sqlite3_column_text(s, 3));
+		const char *id = (const char *)sqlite3_column_text(s, 1);
+		const char *user = (const char *)sqlite3_column_text(s, 2);
+		const char *role = (const char *)sqlite3_column_text(s, 3);
+		if (!k || !id || !user || !role) {
+			sqlite3_reset(s);
+			return 0;   /* a damaged row vouches for nothing */
+		}
+		cr->kind = k[0];
+		snprintf(cr->cred_id, sizeof cr->cred_id, "%s", id);
+		snprintf(cr->user_id, sizeof cr->user_id, "%s", user);
+		snprintf(cr->role, sizeof cr->role, "%s", role);
 		cr->banned = sqlite3_column_int(s, 4) != 0;
 		cr->expires_ms = sqlite3_column_int64(s, 5);
 		cr->confirmed_ms = sqlite3_column_int64(s, 6);
@@ -1157,8 +1182,8 @@ int cache_apply_notifications(struct cache *c, struct pg *pg, char *const *paylo
 			int t = table_by_name(payloads[i], colon ? (size_t)(colon - payloads[i]) : strlen(payloads[i]));
 			rollback(c);
 			log_warn("cache: could not apply %s; dropping the table's copy", payloads[i]);
-			if (t >= 0)
-				cache_deleted(c, t, NULL);
+			if (t >= 0 && cache_deleted(c, t, NULL) < 0)
+				return -1;
 		}
 	}
 	return 0;
@@ -1277,6 +1302,11 @@ long cache_verify(struct cache *c, struct pg *pg, struct buf *report)
 			struct cache_row row;
 			int f;
 
+			if (key == NULL || body == NULL) {
+				buf_printf(report, "%s: a damaged row (no key or body)\n", table_names[t]);
+				diffs++;
+				continue;
+			}
 			memset(&row, 0, sizeof row);
 			f = d->fetch(pg, key, &row);
 			if (f < 0) {

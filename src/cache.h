@@ -119,8 +119,9 @@ uint64_t cache_gen(struct cache *c, enum cache_tbl t);
 /* After a commit that created or changed row: store it (write-through) or
  * drop the cached copy (lazy). Takes nothing; row stays the caller's. */
 void cache_written(struct cache *c, enum cache_tbl t, const struct cache_row *row, uint64_t gen);
-/* After a commit that deleted key (or key NULL: many rows of the table). */
-void cache_deleted(struct cache *c, enum cache_tbl t, const char *key);
+/* After a commit that deleted key (or key NULL: many rows of the table).
+ * -1 when the cache could not be changed (it is then unusable). */
+int cache_deleted(struct cache *c, enum cache_tbl t, const char *key);
 
 /* ---- credentials (CACHE_CREDENTIALS) ---- */
 struct cache_cred {
@@ -145,12 +146,17 @@ int64_t cache_outage_since(struct cache *c);
 
 /* Apply NOTIFY payloads "table:key" (or "table" for the whole table) in
  * one SQLite transaction: refresh each row from PostgreSQL (or drop it);
- * credentials of a changed user or token are dropped. */
+ * credentials of a changed user or token are dropped. -1 when they could
+ * not all be applied (SQLite busy or failing): the caller keeps them and
+ * tries again, and vouches for nothing meanwhile. */
 int cache_apply_notifications(struct cache *c, struct pg *pg, char *const *payloads, int n);
 /* The listener's state, for every process on the host. lost_pg: it went
  * down because PostgreSQL did (the start of an outage, for auth_grace). */
 void cache_listener_state(struct cache *c, bool connected, bool lost_pg);
 void cache_heartbeat(struct cache *c);
+/* Moves on each time the handle opens the file anew (it was deleted,
+ * replaced or rebuilt): a new file knows nothing of the listener. */
+unsigned cache_file_generation(const struct cache *c);
 /* After the listener (re)connects: nothing cached can be trusted without a
  * check; mark every table incomplete and every row stale, drop credentials. */
 int cache_mark_all_stale(struct cache *c);

@@ -94,18 +94,17 @@ static void quiet(void *arg, const char *message)
 /* ------------------------------------------------------- connection I/O -- */
 
 /* Wait until a result can be read without blocking: 0, 1 when the
- * deadline passed first, -1 when the connection failed. */
+ * deadline passed first, -1 when the connection failed. The socket is
+ * read only when libpq lacks a whole message: each PQconsumeInput moves
+ * the unparsed rest of its buffer, and calling it per row while a fast
+ * server fills that buffer costs time quadratic in the rows sent. */
 static int wait_ready(PGconn *conn, long long deadline)
 {
-	for (;;) {
+	while (PQisBusy(conn)) {
 		struct pollfd p;
 		long long left;
 		int n;
 
-		if (!PQconsumeInput(conn))
-			return -1;
-		if (!PQisBusy(conn))
-			return 0;
 		if ((left = deadline - now_ms()) <= 0)
 			return 1;
 		p.fd = PQsocket(conn);
@@ -116,7 +115,10 @@ static int wait_ready(PGconn *conn, long long deadline)
 		n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
 		if (n < 0 && errno != EINTR)
 			return -1;
+		if (n > 0 && !PQconsumeInput(conn))
+			return -1;
 	}
+	return 0;
 }
 
 static void send_cancel(struct run *R)
@@ -482,11 +484,11 @@ static int prepare(struct run *R, const char *sql, PGresult **desc)
 	if (PQresultStatus(r) != PGRES_COMMAND_OK)
 		rc = from_error(R, r);
 	else if (PQnparams(r) > 0)
-		rc = refuse(R, "The statement has parameters ($1…); the console cannot supply them");
+		rc = refuse(R, "The statement has parameters ($1, $2, ...); the console cannot supply them");
 	else if (PQnfields(r) == 0)
 		/* Nothing has run yet: utility statements and writes without
 		 * RETURNING are turned away here. */
-		rc = refuse(R, "Only statements that return rows can be run (a query, EXPLAIN, SHOW, VALUES…)");
+		rc = refuse(R, "Only statements that return rows can be run (queries, EXPLAIN, SHOW, VALUES)");
 	if (rc != QC_OK)
 		PQclear(r);
 	else

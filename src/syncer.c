@@ -38,36 +38,51 @@ static void nap(int ms)
 		poll(NULL, 0, ms);
 }
 
-/* Take every pending notification and apply them in batches. */
-static int drain(struct cache *c, struct pg *pg)
+/* Notifications taken from libpq but not yet applied. */
+struct pending {
+	char *payload[SYNC_BATCH];
+	int n;
+};
+
+static void pending_clear(struct pending *q)
 {
-	char *payloads[SYNC_BATCH];
+	for (int i = 0; i < q->n; i++)
+		free(q->payload[i]);
+	q->n = 0;
+}
+
+/* Apply what is pending; on failure keep it for the next try. */
+static int flush(struct cache *c, struct pg *pg, struct pending *q)
+{
+	if (q->n == 0)
+		return 0;
+	if (cache_apply_notifications(c, pg, q->payload, q->n) < 0)
+		return -1;
+	pending_clear(q);
+	return 0;
+}
+
+/* Take every notification libpq holds and apply them in batches. -1 when
+ * some could not be applied yet (they stay pending, or queued in libpq). */
+static int drain(struct cache *c, struct pg *pg, struct pending *q)
+{
 	PGnotify *n;
-	int k = 0, total = 0;
 
 	for (;;) {
-		n = PQnotifies(pg_conn(pg));
-		if (n) {
-			payloads[k] = strdup(n->extra);
+		while (q->n < SYNC_BATCH && pg_conn(pg) && (n = PQnotifies(pg_conn(pg))) != NULL) {
+			q->payload[q->n] = strdup(n->extra);
 			PQfreemem(n);
-			if (payloads[k])
-				k++;
+			if (q->payload[q->n])
+				q->n++;
+			else
+				cache_mark_all_stale(c);   /* can't name the row: re-check all */
 		}
-		if (k == SYNC_BATCH || (n == NULL && k > 0)) {
-			cache_apply_notifications(c, pg, payloads, k);
-			for (int i = 0; i < k; i++)
-				free(payloads[i]);
-			total += k;
-			k = 0;
-			/* Fetching rows may have brought more. */
-			if (pg_conn(pg))
-				PQconsumeInput(pg_conn(pg));
-			continue;
-		}
-		if (n == NULL || pg_conn(pg) == NULL)
-			break;
+		if (q->n == 0)
+			return 0;
+		/* Fetching rows while applying may bring more: loop. */
+		if (flush(c, pg, q) < 0)
+			return -1;
 	}
-	return total;
 }
 
 static int ping(struct pg *pg)
@@ -85,8 +100,9 @@ int syncer_run(const struct conf *conf)
 	struct sigaction sa;
 	struct cache *c = NULL;
 	struct pg *pg = NULL;
-	unsigned listening_gen = 0;
-	bool listening = false;
+	unsigned listening_gen = 0, file_gen = 0;
+	bool listening = false, behind = false;
+	struct pending q = { .n = 0 };
 	long long next_ping = 0;
 	int rc = -1;
 
@@ -134,7 +150,9 @@ int syncer_run(const struct conf *conf)
 				nap(250);
 				continue;
 			}
+			pending_clear(&q);   /* all re-checked anyway */
 			listening_gen = pg_generation(pg);
+			file_gen = cache_file_generation(c);
 			listening = true;
 			cache_listener_state(c, true, false);
 			next_ping = mono_ms() + SYNC_PING_MS;
@@ -143,7 +161,7 @@ int syncer_run(const struct conf *conf)
 		pfd.fd = PQsocket(pg_conn(pg));
 		pfd.events = POLLIN;
 		pfd.revents = 0;
-		if (poll(&pfd, 1, SYNC_TICK_MS) < 0 && errno != EINTR)
+		if (poll(&pfd, 1, behind ? 50 : SYNC_TICK_MS) < 0 && errno != EINTR)
 			break;
 		if (stop)
 			break;
@@ -151,19 +169,35 @@ int syncer_run(const struct conf *conf)
 			pg_disconnect(pg);
 			continue;
 		}
-		drain(c, pg);
+		behind = drain(c, pg, &q) < 0;
 		if (mono_ms() >= next_ping) {
 			next_ping = mono_ms() + SYNC_PING_MS;
 			if (ping(pg) != PG_OK || !pg_connected(pg)) {
 				pg_disconnect(pg);
 				continue;
 			}
-			drain(c, pg);
-			cache_heartbeat(c);
+			behind = drain(c, pg, &q) < 0;
+			/* The heartbeat vouches that everything heard is applied: while
+			 * some is not, it stops, and in 3 s nobody trusts the cache. */
+			if (behind)
+				log_warn("syncer: %d invalidations not applied yet; retrying", q.n);
+			else
+				cache_heartbeat(c);
+			/* A new cache file (the old one was deleted or broken) has
+			 * missed whatever went to the old one: re-check all of it,
+			 * then vouch for it. */
+			if (cache_file_generation(c) != file_gen) {
+				file_gen = cache_file_generation(c);
+				if (cache_mark_all_stale(c) == 0) {
+					cache_listener_state(c, true, false);
+					log_info("syncer: the cache file was recreated; listening again");
+				}
+			}
 		}
 	}
 	rc = 0;
 	log_info("syncer: stopping");
+	pending_clear(&q);
 out:
 	if (c)
 		cache_listener_state(c, false, false);
