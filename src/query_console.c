@@ -634,13 +634,14 @@ int qc_run(struct pg *pg, const char *sql, long timeout_ms, struct json_object *
 	if ((rc = execute(&R, desc, names, rows, &truncated)) != QC_OK)
 		goto out;
 	t1 = now_ms_f();
-	if ((cols = columns_meta(desc, names)) == NULL || (meta = json_object_new_object()) == NULL ||
-	    jsonx_add(meta, "columns", cols) < 0) {
-		cols = NULL;
+	if ((cols = columns_meta(desc, names)) == NULL || (meta = json_object_new_object()) == NULL) {
 		rc = QC_ENOMEM;
 		goto out;
 	}
-	cols = NULL;
+	rc = jsonx_add(meta, "columns", cols) < 0 ? QC_ENOMEM : QC_OK;
+	cols = NULL;   /* meta's now, or freed */
+	if (rc != QC_OK)
+		goto out;
 	if (jsonx_add_bool(meta, "truncated", truncated) < 0 ||
 	    jsonx_add_double(meta, "duration_ms", t1 - t0) < 0 ||
 	    jsonx_add_int(reply, "rowCount", (long long)json_object_array_length(rows)) < 0) {

@@ -149,6 +149,15 @@ int storage_admin_clear_cache(struct pg *pg, long long *storage, long long *filt
 	return clear(pg, &st_clear_cache, storage, filters);
 }
 
+int storage_admin_begin_snapshot(struct pg *pg)
+{
+	int err;
+	PGresult *r = pg_exec(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &err);
+
+	PQclear(r);
+	return err;
+}
+
 int storage_admin_export_entries(struct pg *pg, long limit, struct buf *out, long *count)
 {
 	return export_rows(pg, &st_export_entries, limit, out, count);
@@ -192,7 +201,7 @@ int storage_admin_vacuum(struct pg *pg, long statement_timeout_ms)
 	r = pg_exec(pg, sql_vacuum, &err);
 	PQclear(r);
 	/* Always put the usual limit back: a later statement of this worker
-	 * must not run for 50 s. A lost connection gets it back on reconnect
+	 * must not run for 25 s. A lost connection gets it back on reconnect
 	 * (pg.c sets it per session). */
 	err2 = set_timeout(pg, statement_timeout_ms);
 	if (err2 != PG_OK && pg_connected(pg)) {

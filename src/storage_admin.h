@@ -13,9 +13,10 @@
 struct pg;
 
 /* Longest a VACUUM ANALYZE may run: more than the usual statement timeout
- * (vacuuming a big table takes time), less than the web server's default
- * FastCGI read timeout (60 s), so the client still gets our answer. */
-#define STORAGE_ADMIN_VACUUM_TIMEOUT_MS 50000
+ * (vacuuming a big table takes time), less than the FastCGI read timeout
+ * of the example web-server configs (30 s), so the client still gets our
+ * answer rather than the web server's 504. */
+#define STORAGE_ADMIN_VACUUM_TIMEOUT_MS 25000
 
 /* Row counts; every row counts, expired or not. expired_* are the rows
  * with expires_at <= now(). */
@@ -41,6 +42,11 @@ int storage_admin_clear_expired(struct pg *pg, long long *storage, long long *fi
  * filter-cache row, in one statement; like storage_admin_clear_expired. */
 int storage_admin_clear_cache(struct pg *pg, long long *storage, long long *filters)
 	__attribute__((warn_unused_result));
+
+/* Begin a read-only transaction on one snapshot, for an export that
+ * must be consistent across tables; the caller commits or rolls back.
+ * Returns a pg_err. */
+int storage_admin_begin_snapshot(struct pg *pg) __attribute__((warn_unused_result));
 
 /* Append up to limit rows as API objects (the shape of GET
  * /api/storage/{key}, resp. GET /api/filter-cache), joined by ',', to out

@@ -261,6 +261,14 @@ subtest 'clear-cache' => sub {
 	my $f = '/api/filter-cache?source=' . enc('https://a.example/list.txt');
 	req(GET => $f);
 	is(x_cache(req(GET => $f)), 'HIT', 'the filter list is cached');
+	# Another host on the same PostgreSQL, with its own cache holding them.
+	my $pool_b = pool_start(write_conf(), workers => 1);
+	my $web_b = nginx_start(upstream => $pool_b->addr);
+	my $B = $web_b->{url};
+	for my $p ('/api/storage/cache/a', $f) {
+		req(GET => $p, base => $B);
+		is(x_cache(req(GET => $p, base => $B)), 'HIT', "host B has $p cached");
+	}
 	my $before = sql('SELECT count(*) FROM admin_audit_log');
 
 	my $r = req(POST => '/api/admin/storage/clear-cache');
@@ -275,6 +283,14 @@ subtest 'clear-cache' => sub {
 	for my $k ('keep/1', 'cachex/1', 'xcache/1', 'Cache/1') {
 		ok_200(req(GET => '/api/storage/' . $k), "$k is kept");
 	}
+	for my $p ('/api/storage/cache/a', $f) {
+		my $t0 = time;
+		ok(poll(2, sub { req(GET => $p, base => $B)->{status} == 404 }),
+			"host B drops $p within 2 s (" . sprintf('%.2f', time - $t0) . ' s)');
+	}
+	ok_200(req(GET => '/api/storage/keep/1', base => $B), 'host B still serves keep/1');
+	$web_b->stop;
+	$pool_b->stop;
 	is(sql(q{SELECT string_agg(key, ',' ORDER BY key) FROM storage_entries}), 'Cache/1,cachex/1,keep/1,xcache/1',
 		'PostgreSQL: only keys starting with cache/ went');
 	is(sql('SELECT count(*) FROM filter_cache'), '0', 'PostgreSQL: every filter list went');

@@ -136,15 +136,12 @@ void h_astorage_export(struct app *app, struct http_request *req, struct http_re
 	int64_t ms = text_now_ms();
 	char iso[25], hdr[96];
 	long n;
-	PGresult *r;
 	int rc;
 
 	(void)req; (void)m;
 	text_iso_time_ms(ms, iso);
 	/* One snapshot for the three tables. */
-	r = pg_exec(app->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &rc);
-	PQclear(r);
-	if (rc != PG_OK)
+	if ((rc = storage_admin_begin_snapshot(app->pg)) != PG_OK)
 		goto fail;
 	buf_reset(b);
 	buf_printf(b, "{\"success\":true,\"exportedAt\":\"%s\",\"storage_entries\":[", iso);
