@@ -900,16 +900,33 @@ static void read_end(struct cache *c)
 	}
 }
 
-int cache_list(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
-    long limit, cache_pg_list_fn pg_list, struct buf *out, long *count, enum cache_outcome *how)
+/* A read of a snapshot table: the same steps whether it lists or counts. */
+struct snap_read {
+	const struct cache_filter *f;
+	int nf;
+	long limit;
+	struct buf *out;            /* list: rows appended here */
+	long *n;                    /* list: rows; count: the count */
+	cache_pg_list_fn pg_list;   /* one of these two */
+	cache_pg_count_fn pg_count;
+};
+
+static int snap_sqlite(struct cache *c, int t, const struct snap_read *r)
 {
-	size_t start = out->len;
+	return r->pg_list ? list_sqlite(c, t, r->f, r->nf, r->limit, r->out, r->n)
+	    : count_sqlite(c, t, r->f, r->nf, r->n);
+}
+
+static int read_through_snapshot(struct cache *c, struct pg *pg, int t, const struct snap_read *r,
+    enum cache_outcome *how)
+{
+	size_t start = r->out ? r->out->len : 0;
 	bool hit = false;
 	int rc;
 
 	/* cache_coherent reads its own state outside the transaction, first. */
 	if (cache_coherent(c) && read_begin(c)) {
-		hit = snapshot_ok(c, t, true) && list_sqlite(c, t, f, nf, limit, out, count) == 0;
+		hit = snapshot_ok(c, t, true) && snap_sqlite(c, t, r) == 0;
 		read_end(c);
 	}
 	if (hit) {
@@ -917,10 +934,11 @@ int cache_list(struct cache *c, struct pg *pg, enum cache_tbl t, const struct ca
 		*how = CACHE_HIT;
 		return 0;
 	}
-	rc = pg_list(pg, f, nf, limit, out, count);
+	rc = r->pg_list ? r->pg_list(pg, r->f, r->nf, r->limit, r->out, r->n) : r->pg_count(pg, r->f, r->nf, r->n);
 	if (rc == PG_EUNAVAIL) {
-		out->len = start;
-		if (snapshot_ok(c, t, false) && list_sqlite(c, t, f, nf, limit, out, count) == 0) {
+		if (r->out)
+			r->out->len = start;
+		if (snapshot_ok(c, t, false) && snap_sqlite(c, t, r) == 0) {
 			metrics_cache(t, METRICS_CACHE_STALE);
 			*how = CACHE_STALE;
 			return 0;
@@ -939,40 +957,20 @@ int cache_list(struct cache *c, struct pg *pg, enum cache_tbl t, const struct ca
 	return 0;
 }
 
+int cache_list(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
+    long limit, cache_pg_list_fn pg_list, struct buf *out, long *count, enum cache_outcome *how)
+{
+	const struct snap_read r = { f, nf, limit, out, count, pg_list, NULL };
+
+	return read_through_snapshot(c, pg, t, &r, how);
+}
+
 int cache_count(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
     cache_pg_count_fn pg_count, long *n, enum cache_outcome *how)
 {
-	bool hit = false;
-	int rc;
+	const struct snap_read r = { f, nf, 0, NULL, n, NULL, pg_count };
 
-	if (cache_coherent(c) && read_begin(c)) {
-		hit = snapshot_ok(c, t, true) && count_sqlite(c, t, f, nf, n) == 0;
-		read_end(c);
-	}
-	if (hit) {
-		metrics_cache(t, METRICS_CACHE_HIT);
-		*how = CACHE_HIT;
-		return 0;
-	}
-	rc = pg_count(pg, f, nf, n);
-	if (rc == PG_EUNAVAIL) {
-		if (snapshot_ok(c, t, false) && count_sqlite(c, t, f, nf, n) == 0) {
-			metrics_cache(t, METRICS_CACHE_STALE);
-			*how = CACHE_STALE;
-			return 0;
-		}
-		return rc;
-	}
-	if (rc != PG_OK)
-		return rc;
-	if (c && c->db) {
-		*how = CACHE_MISS;
-		metrics_cache(t, METRICS_CACHE_MISS);
-		snapshot_refresh(c, pg, t, NULL);
-	} else {
-		*how = CACHE_BYPASS;
-	}
-	return 0;
+	return read_through_snapshot(c, pg, t, &r, how);
 }
 
 /* ---- writes ---- */
