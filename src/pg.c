@@ -161,12 +161,12 @@ int pg_connect(struct pg *pg)
 		pg_disconnect(pg);
 		pg->next_try_ms = now + pg->backoff_ms;
 		pg->backoff_ms = pg->backoff_ms * 2 > PG_BACKOFF_MAX_MS ? PG_BACKOFF_MAX_MS : pg->backoff_ms * 2;
-		log_warn("postgresql: cannot connect: %s", pg->last_error);
+		log_warn("postgresql (%s): cannot connect: %s", pg->app_name, pg->last_error);
 		metrics_count_pg_error();
 		return PG_EUNAVAIL;
 	}
 	if (pg->ever_connected)
-		log_info("postgresql: reconnected");
+		log_info("postgresql (%s): reconnected", pg->app_name);
 	pg->ever_connected = true;
 	pg->generation++;
 	pg->backoff_ms = PG_BACKOFF_MIN_MS;
@@ -192,7 +192,8 @@ static PGresult *finish(struct pg *pg, PGresult *r, int *err)
 	else
 		*err = pg_classify(state);
 	if (*err == PG_EBUG || *err == PG_EUNAVAIL)
-		log_error("postgresql: %s%s%s", pg->last_error, state ? " sqlstate=" : "", state ? state : "");
+		log_error("postgresql (%s): %s%s%s", pg->app_name, pg->last_error, state ? " sqlstate=" : "",
+		    state ? state : "");
 	metrics_count_pg_error();
 	PQclear(r);
 	return NULL;
