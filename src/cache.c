@@ -145,8 +145,11 @@ static int ensure_schema(const char *path)
 		m = cache_mig_open(path, err, sizeof err);
 		if (m == NULL) {
 			log_warn("cache: %s", err);
-			/* Not a database at all: start over once. */
-			if (attempt == 0 && access(path, F_OK) == 0 && strstr(err, "not a database")) {
+			/* Not a database, or a damaged one (SQLite's messages for
+			 * SQLITE_NOTADB and SQLITE_CORRUPT): start over once. A busy
+			 * or unreadable file is left alone. */
+			if (attempt == 0 && access(path, F_OK) == 0 &&
+			    (strstr(err, "not a database") || strstr(err, "malformed"))) {
 				remove_files(path);
 				continue;
 			}
@@ -770,7 +773,7 @@ static int list_sqlite(struct cache *c, int t, const struct cache_filter *f, int
 	*count = 0;
 	if (n < 0)
 		return -1;
-	sqlite3_bind_int64(s, n + 1, limit);
+	sqlite3_bind_int64(s, n + 1, limit < 0 ? 0 : limit);   /* SQLite: negative = no limit */
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		const unsigned char *b = sqlite3_column_text(s, 0);
 		if (b == NULL) {
