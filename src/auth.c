@@ -180,7 +180,7 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 	 * listener is connected: then a ban or revocation anywhere reaches
 	 * it within a second or two. */
 	have = cache_cred_get(app->cache, hash, &cr);
-	if (have == 1 && cache_coherent(app->cache) &&
+	if (have == 1 && cr.trusted &&
 	    now - cr.confirmed_ms <= app->conf->cache_max_age * 1000 &&
 	    (cr.expires_ms == 0 || cr.expires_ms > now)) {
 		from_cred(p, &cr);

@@ -3,6 +3,7 @@
 #include "cache.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,6 @@
 #include "pg.h"
 #include "text.h"
 
-#define COHERENCE_RECHECK_MS 200     /* how often a process re-reads the listener state */
 #define HEARTBEAT_STALE_MS 3000      /* a listener silent this long is not trusted */
 #define REOPEN_INTERVAL_MS 1000
 #define FILE_RECHECK_MS 1000         /* how often to notice the file was replaced */
@@ -37,7 +37,6 @@ struct cache {
 	long long next_stat_ms;
 	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
 	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end;
-	long long coherent_checked_ms;
 	unsigned opens;
 	bool coherent;
 	int64_t outage_since;
@@ -97,6 +96,9 @@ static int ncols(const struct cache_tabledef *d)
 	return n;
 }
 
+static bool read_begin(struct cache *c);
+static void read_end(struct cache *c);
+
 /* ---- opening, schema, failure handling ---- */
 
 static void close_db(struct cache *c)
@@ -116,7 +118,6 @@ static void close_db(struct cache *c)
 		sqlite3_close_v2(c->db);
 	c->db = NULL;
 	c->coherent = false;
-	c->coherent_checked_ms = 0;
 }
 
 static void remove_files(const char *path)
@@ -328,8 +329,24 @@ static void cache_fail(struct cache *c, int t, int rc)
 	}
 }
 
+/* The first 16 bytes of every SQLite database file. */
+static bool header_ok(const char *path)
+{
+	static const char magic[16] = "SQLite format 3";   /* and its NUL */
+	char head[16];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return errno != ENOENT;   /* unreadable is not proof of damage */
+	n = pread(fd, head, sizeof head, 0);
+	close(fd);
+	/* Empty is fine: in WAL mode a new database may live in -wal alone. */
+	return n == 0 || n < 0 || (n == (ssize_t)sizeof head && memcmp(head, magic, sizeof head) == 0);
+}
+
 /* Ready to use: open, and still the file at path (noticed at most once a
- * second: someone may have deleted or replaced it). */
+ * second: someone may have deleted, replaced or overwritten it). */
 static bool usable(struct cache *c)
 {
 	long long now;
@@ -343,6 +360,13 @@ static bool usable(struct cache *c)
 		if (stat(c->path, &st) < 0 || st.st_ino != c->ino || st.st_dev != c->dev) {
 			log_warn("cache: %s was removed or replaced; reopening", c->path);
 			close_db(c);
+			c->next_open_ms = 0;
+		} else if (!header_ok(c->path)) {
+			/* Overwritten in place: SQLite may go on answering from its
+			 * page cache for a while; don't wait for it to notice. */
+			log_warn("cache: %s is no longer an SQLite file; rebuilding it", c->path);
+			close_db(c);
+			remove_files(c->path);
 			c->next_open_ms = 0;
 		}
 	}
@@ -435,17 +459,14 @@ static void read_state(struct cache *c)
 	}
 }
 
+/* Read on every use (a few microseconds, inside the caller's read
+ * transaction where there is one): a process must stop trusting the cache
+ * as soon as the syncer says so. */
 bool cache_coherent(struct cache *c)
 {
-	long long now;
-
 	if (!usable(c))
 		return false;
-	now = mono_ms();
-	if (now - c->coherent_checked_ms >= COHERENCE_RECHECK_MS) {
-		c->coherent_checked_ms = now;
-		read_state(c);
-	}
+	read_state(c);
 	return c->coherent;
 }
 
@@ -495,7 +516,6 @@ void cache_listener_state(struct cache *c, bool connected, bool lost_pg)
 		snprintf(sql, sizeof sql, "UPDATE cache_state SET listener_connected = 0, listener_since = %lld "
 		    "WHERE id = 1", (long long)now);
 	exec(c, sql);
-	c->coherent_checked_ms = 0;
 }
 
 unsigned cache_file_generation(const struct cache *c)
@@ -681,8 +701,10 @@ int cache_get(struct cache *c, struct pg *pg, enum cache_tbl t, const char *key,
 
 	*body = NULL;
 	memset(&row, 0, sizeof row);
-	if (usable(c)) {
+	/* One read transaction: the row and the listener's state together. */
+	if (read_begin(c)) {
 		sqlite3_stmt *s = c->st[t][S_GET];
+		bool coherent;
 		sqlite3_reset(s);
 		sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 		rc = sqlite3_step(s);
@@ -699,7 +721,9 @@ int cache_get(struct cache *c, struct pg *pg, enum cache_tbl t, const char *key,
 		}
 		if (c->db)
 			sqlite3_reset(s);
-		if (have && fresh && cache_coherent(c)) {
+		coherent = have && fresh && cache_coherent(c);
+		read_end(c);
+		if (coherent) {
 			metrics_cache(t, METRICS_CACHE_HIT);
 			*how = CACHE_HIT;
 			if (cached_expired)
@@ -879,7 +903,7 @@ static bool snapshot_ok(struct cache *c, int t, bool need_fresh)
 		return false;
 	if (!need_fresh)
 		return true;
-	return text_now_ms() - ts.synced_at <= c->max_age_ms && cache_coherent(c);
+	return text_now_ms() - ts.synced_at <= c->max_age_ms;
 }
 
 /* One read transaction around the snapshot check and the read: a single
@@ -927,9 +951,8 @@ static int read_through_snapshot(struct cache *c, struct pg *pg, int t, const st
 	bool hit = false;
 	int rc;
 
-	/* cache_coherent reads its own state outside the transaction, first. */
-	if (cache_coherent(c) && read_begin(c)) {
-		hit = snapshot_ok(c, t, true) && snap_sqlite(c, t, r) == 0;
+	if (read_begin(c)) {
+		hit = cache_coherent(c) && snapshot_ok(c, t, true) && snap_sqlite(c, t, r) == 0;
 		read_end(c);
 	}
 	if (hit) {
@@ -1028,7 +1051,8 @@ int cache_cred_get(struct cache *c, const char *token_hash, struct cache_cred *c
 	sqlite3_stmt *s;
 	int rc;
 
-	if (!usable(c))
+	cr->trusted = false;
+	if (!read_begin(c))
 		return -1;
 	s = c->st[CACHE_CREDENTIALS][S_GET];
 	sqlite3_reset(s);
@@ -1041,6 +1065,7 @@ int cache_cred_get(struct cache *c, const char *token_hash, struct cache_cred *c
 		const char *role = (const char *)sqlite3_column_text(s, 3);
 		if (!k || !id || !user || !role) {
 			sqlite3_reset(s);
+			read_end(c);
 			return 0;   /* a damaged row vouches for nothing */
 		}
 		cr->kind = k[0];
@@ -1052,6 +1077,9 @@ int cache_cred_get(struct cache *c, const char *token_hash, struct cache_cred *c
 		cr->confirmed_ms = sqlite3_column_int64(s, 6);
 	}
 	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		cr->trusted = cache_coherent(c);
+	read_end(c);
 	if (rc == SQLITE_ROW)
 		return 1;
 	if (rc == SQLITE_DONE)

@@ -132,8 +132,10 @@ struct cache_cred {
 	bool banned;
 	int64_t expires_ms;        /* 0: never */
 	int64_t confirmed_ms;      /* when PostgreSQL last vouched for it */
+	bool trusted;              /* the cache was coherent when it was read */
 };
-/* 1 and *cr when the credential is cached, 0 when not, -1 on error. */
+/* 1 and *cr when the credential is cached, 0 when not, -1 on error. The
+ * row and the coherence (cr->trusted) are read together. */
 int cache_cred_get(struct cache *c, const char *token_hash, struct cache_cred *cr);
 void cache_cred_put(struct cache *c, const char *token_hash, const struct cache_cred *cr, uint64_t gen);
 /* True while the invalidation listener is connected and recent: only then
