@@ -163,7 +163,7 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 	const char *params[1];
 	struct cache_cred cr;
 	int64_t now = text_now_ms();
-	uint64_t gen;
+	int64_t since;
 	PGresult *r;
 	int err, have;
 
@@ -187,7 +187,7 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 		metrics_cache(CACHE_CREDENTIALS, METRICS_CACHE_HIT);
 		return AUTH_OK;
 	}
-	gen = cache_gen(app->cache, CACHE_CREDENTIALS);
+	since = now;
 	params[0] = hash;
 	r = pg_query(app->pg, &st_lookup, params, &err);
 	if (r == NULL) {
@@ -197,8 +197,8 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 		 * may still read cached data. */
 		if (allow_stale && have == 1 && app->conf->cache_auth_grace > 0 &&
 		    (cr.expires_ms == 0 || cr.expires_ms > now)) {
-			int64_t since = cache_outage_since(app->cache);
-			int64_t ref = since > 0 && !cache_coherent(app->cache) ? since : now;
+			int64_t outage = cache_outage_since(app->cache);
+			int64_t ref = outage > 0 && !cache_coherent(app->cache) ? outage : now;
 			if (cr.confirmed_ms >= ref - app->conf->cache_auth_grace * 1000) {
 				from_cred(p, &cr);
 				p->stale = true;
@@ -231,7 +231,7 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 	PQclear(r);
 	if (cache_enabled(app->cache))
 		metrics_cache(CACHE_CREDENTIALS, METRICS_CACHE_MISS);
-	cache_cred_put(app->cache, hash, &cr, gen);
+	cache_cred_put(app->cache, hash, &cr, since);
 	return AUTH_OK;
 }
 

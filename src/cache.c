@@ -36,7 +36,7 @@ struct cache {
 	long long next_open_ms;
 	long long next_stat_ms;
 	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
-	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end;
+	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end, *st_tomb, *st_tomb_check;
 	unsigned opens;
 	bool coherent;
 	int64_t outage_since;
@@ -113,7 +113,10 @@ static void close_db(struct cache *c)
 	sqlite3_finalize(c->st_bump);
 	sqlite3_finalize(c->st_begin);
 	sqlite3_finalize(c->st_end);
+	sqlite3_finalize(c->st_tomb);
+	sqlite3_finalize(c->st_tomb_check);
 	c->st_state = c->st_table = c->st_bump = c->st_begin = c->st_end = NULL;
+	c->st_tomb = c->st_tomb_check = NULL;
 	if (c->db)
 		sqlite3_close_v2(c->db);
 	c->db = NULL;
@@ -204,7 +207,10 @@ static int prepare_all(struct cache *c)
 	c->st_bump = prep(c, "UPDATE cache_tables SET gen = gen + 1, complete = complete AND ?2 WHERE name = ?1");
 	c->st_begin = prep(c, "BEGIN");
 	c->st_end = prep(c, "COMMIT");
-	if (!c->st_state || !c->st_table || !c->st_bump || !c->st_begin || !c->st_end)
+	c->st_tomb = prep(c, "INSERT OR REPLACE INTO cache_tombstones (key, at) VALUES (?1, ?2)");
+	c->st_tomb_check = prep(c, "SELECT 1 FROM cache_tombstones WHERE key IN (?1, ?2, '*') AND at >= ?3");
+	if (!c->st_state || !c->st_table || !c->st_bump || !c->st_begin || !c->st_end || !c->st_tomb ||
+	    !c->st_tomb_check)
 		goto out;
 	for (int t = 0; t < CACHE_NTABLES; t++) {
 		const struct cache_tabledef *d = cache_defs[t];
@@ -525,11 +531,13 @@ unsigned cache_file_generation(const struct cache *c)
 
 void cache_heartbeat(struct cache *c)
 {
-	char sql[100];
+	char sql[200];
 
 	if (!usable(c))
 		return;
-	snprintf(sql, sizeof sql, "UPDATE cache_state SET heartbeat = %lld WHERE id = 1", (long long)text_now_ms());
+	snprintf(sql, sizeof sql, "UPDATE cache_state SET heartbeat = %lld WHERE id = 1; "
+	    "DELETE FROM cache_tombstones WHERE at < %lld", (long long)text_now_ms(),
+	    (long long)text_now_ms() - 600000);
 	exec(c, sql);
 }
 
@@ -627,6 +635,24 @@ static int del_row(struct cache *c, int t, const char *key)
 		return -1;
 	}
 	return sqlite3_changes(c->db);
+}
+
+/* Record that credentials under key (token hash, user id, '*') changed. */
+static int tombstone(struct cache *c, const char *key)
+{
+	sqlite3_stmt *s = c->st_tomb;
+	int rc;
+
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, text_now_ms());
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		cache_fail(c, CACHE_CREDENTIALS, rc);
+		return -1;
+	}
+	return 0;
 }
 
 static int begin(struct cache *c)
@@ -1026,7 +1052,8 @@ int cache_deleted(struct cache *c, enum cache_tbl t, const char *key)
 		return -1;
 	if (key) {
 		/* A deleted row leaves a complete snapshot complete. */
-		if (del_row(c, t, key) < 0 || bump(c, t, true) < 0)
+		if (del_row(c, t, key) < 0 || bump(c, t, true) < 0 ||
+		    (t == CACHE_CREDENTIALS && tombstone(c, key) < 0))
 			goto fail;
 	} else {
 		sqlite3_reset(c->st[t][S_CLEAR]);
@@ -1035,7 +1062,7 @@ int cache_deleted(struct cache *c, enum cache_tbl t, const char *key)
 			goto fail;
 		}
 		sqlite3_reset(c->st[t][S_CLEAR]);
-		if (bump(c, t, false) < 0)
+		if (bump(c, t, false) < 0 || (t == CACHE_CREDENTIALS && tombstone(c, "*") < 0))
 			goto fail;
 	}
 	return commit(c);
@@ -1088,21 +1115,29 @@ int cache_cred_get(struct cache *c, const char *token_hash, struct cache_cred *c
 	return -1;
 }
 
-void cache_cred_put(struct cache *c, const char *token_hash, const struct cache_cred *cr, uint64_t gen)
+void cache_cred_put(struct cache *c, const char *token_hash, const struct cache_cred *cr, int64_t since_ms)
 {
-	struct tstate ts;
 	sqlite3_stmt *s;
 	char kind[2] = { cr->kind, '\0' };
 	int rc;
 
 	if (!usable(c) || begin(c) < 0)
 		return;
-	if (table_state(c, CACHE_CREDENTIALS, &ts) < 0)
-		goto fail;
-	if (ts.gen != gen) {
-		/* Something about credentials changed meanwhile: don't keep a copy. */
+	s = c->st_tomb_check;
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, token_hash, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, cr->user_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, since_ms);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW) {
+		/* Changed since the lookup began: don't keep what it read. */
 		rollback(c);
 		return;
+	}
+	if (rc != SQLITE_DONE) {
+		cache_fail(c, CACHE_CREDENTIALS, rc);
+		goto fail;
 	}
 	s = c->st[CACHE_CREDENTIALS][S_PUT];
 	sqlite3_reset(s);
@@ -1166,6 +1201,8 @@ static int apply_one(struct cache *c, struct pg *pg, const char *payload)
 		} else if (del_row(c, t, key) < 0) {   /* by token hash or user id */
 			return -1;
 		}
+		if (t == CACHE_CREDENTIALS && tombstone(c, key ? key : "*") < 0)
+			return -1;
 		return bump(c, t, key != NULL);
 	}
 	/* Refresh the row from PostgreSQL so a complete snapshot stays so. */
@@ -1225,8 +1262,9 @@ int cache_mark_all_stale(struct cache *c)
 
 	if (!usable(c))
 		return -1;
-	buf_puts(&b, "BEGIN IMMEDIATE; DELETE FROM credentials; "
-	    "UPDATE cache_tables SET complete = 0, gen = gen + 1;");
+	buf_printf(&b, "BEGIN IMMEDIATE; DELETE FROM credentials; "
+	    "INSERT OR REPLACE INTO cache_tombstones (key, at) VALUES ('*', %lld); "
+	    "UPDATE cache_tables SET complete = 0, gen = gen + 1;", (long long)text_now_ms());
 	for (int t = 0; t < CACHE_NTABLES; t++)
 		if (cache_defs[t])
 			buf_printf(&b, " UPDATE %s SET cached_at = 0;", table_names[t]);

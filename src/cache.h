@@ -137,7 +137,10 @@ struct cache_cred {
 /* 1 and *cr when the credential is cached, 0 when not, -1 on error. The
  * row and the coherence (cr->trusted) are read together. */
 int cache_cred_get(struct cache *c, const char *token_hash, struct cache_cred *cr);
-void cache_cred_put(struct cache *c, const char *token_hash, const struct cache_cred *cr, uint64_t gen);
+/* Keep a credential read from PostgreSQL by a lookup that began at
+ * since_ms (unix ms), unless its token, its user or everything was
+ * invalidated since then. */
+void cache_cred_put(struct cache *c, const char *token_hash, const struct cache_cred *cr, int64_t since_ms);
 /* True while the invalidation listener is connected and recent: only then
  * is security data trusted from the cache. */
 bool cache_coherent(struct cache *c);

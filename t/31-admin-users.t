@@ -8,179 +8,16 @@ use strict;
 use warnings;
 use Test::More;
 use BloqrTest;
-use Digest::SHA qw(sha256_hex);
-use HTTP::Tiny;
+use BloqrTest::Api;
 use JSON::PP;
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
 
-my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
-
 my $S = stack();
-my ($URL, $PG, $CONF) = ($S->{url}, $S->{pg}, $S->{conf});
+my $CONF = $S->{conf};
+api_setup(url => $S->{url}, pg => $S->{pg}, conf => $CONF);
 
 # ------------------------------------------------------------ helpers --
-
-my %UA;
-sub ua {
-	my ($from) = @_;
-	$UA{$from} //= HTTP::Tiny->new(timeout => 15, keep_alive => 0, agent => 'bloqr-t31/1',
-		proxy => undef, http_proxy => undef, https_proxy => undef, all_proxy => undef,
-		local_address => $from);
-}
-
-# One request to $base (default: the nginx under test). Options: json (a
-# body to encode), body (raw), bearer, cookie (session token), csrf (send
-# X-Requested-With: bloqr), from (source address, default 127.0.0.1),
-# headers, base. Returns { status, headers, content, json }.
-sub req {
-	my ($m, $path, %o) = @_;
-	my %h = %{ $o{headers} || {} };
-	$h{Authorization} = "Bearer $o{bearer}" if defined $o{bearer};
-	$h{Cookie} = "bloqr_session=$o{cookie}" if defined $o{cookie};
-	$h{'X-Requested-With'} = 'bloqr' if $o{csrf};
-	my %a = (headers => \%h);
-	if (exists $o{json}) {
-		$a{content} = $JSON->encode($o{json});
-		$h{'Content-Type'} = 'application/json';
-	} elsif (defined $o{body}) {
-		$a{content} = $o{body};
-		$h{'Content-Type'} //= 'application/json';
-	}
-	my $r = ua($o{from} // '127.0.0.1')->request($m, ($o{base} // $URL) . $path, \%a);
-	my %res = (status => $r->{status}, headers => $r->{headers} || {}, content => $r->{content} // '');
-	$res{json} = eval { $JSON->decode($res{content}) }
-	    if ($res{headers}{'content-type'} // '') =~ m{^application/json}i;
-	return \%res;
-}
-
-# A loopback source address no earlier test used.
-my $NEXT_ADDR = 10;
-sub fresh_addr { die "out of loopback addresses\n" if $NEXT_ADDR > 254; '127.0.0.' . $NEXT_ADDR++ }
-
-sub sql {
-	my $o = $PG->psql($_[0]);
-	chomp $o;
-	return $o;
-}
-
-# bloqr-admin user create; returns the id (undef on failure, which fails
-# a test).
-sub mkuser {
-	my ($email, %o) = @_;
-	my @a = ('user', 'create', '--email', $email);
-	push @a, '--name', $o{name} if defined $o{name};
-	push @a, '--role', $o{role} if defined $o{role};
-	push @a, '--tier', $o{tier} if defined $o{tier};
-	push @a, '--password-stdin' if defined $o{password};
-	my $r = admin($o{conf} // $CONF, \@a, defined $o{password} ? (stdin => "$o{password}\n") : ());
-	my $ok = is($r->{rc}, 0, "user create $email");
-	diag("stderr: $r->{err}") unless $ok;
-	return undef unless $ok;
-	my ($id) = $r->{out} =~ /^([0-9a-f-]{36})\n\z/;
-	ok(defined $id, "user create $email prints only the new id") or diag("stdout: '$r->{out}'");
-	return $id;
-}
-
-sub mktoken {
-	my ($email, @more) = @_;
-	my $r = admin($CONF, ['token', 'create', '--email', $email, @more]);
-	my $ok = is($r->{rc}, 0, "token create $email @more");
-	diag("stderr: $r->{err}") unless $ok;
-	return undef unless $ok;
-	my ($t) = $r->{out} =~ /^(\S+)\n\z/;
-	ok(defined $t, 'token create prints only the token') or diag("stdout: '$r->{out}'");
-	return $t;
-}
-
-sub signin {
-	my ($email, $pw, %o) = @_;
-	return req(POST => '/api/auth/sign-in', json => { email => $email, password => $pw }, %o);
-}
-
-sub set_cookies {
-	my ($r) = @_;
-	my $h = $r->{headers}{'set-cookie'};
-	return () unless defined $h;
-	return ref $h ? @$h : ($h);
-}
-
-# The bloqr_session Set-Cookie line of a response: (value, {attr => value}).
-sub session_cookie {
-	my ($r) = @_;
-	for my $line (set_cookies($r)) {
-		my ($first, @attrs) = split /\s*;\s*/, $line;
-		next unless $first =~ /^\s*bloqr_session=(.*)$/;
-		my $val = $1;
-		my %a;
-		for (@attrs) {
-			my ($k, $v) = split /=/, $_, 2;
-			$a{lc $k} = $v // '';
-		}
-		return ($val, \%a);
-	}
-	return;
-}
-
-my @USER_KEYS = sort qw(id email name emailVerified image tier role banned banReason banExpires
-	createdAt updatedAt);
-my $ISO = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z$/;
-my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-# A user object: exactly the contract's keys, well-typed, matching %want.
-sub user_ok {
-	my ($u, $name, %want) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	my @why;
-	if (ref $u ne 'HASH') {
-		return ok(0, "$name: user object") || diag('not an object: ' . $JSON->encode($u));
-	}
-	my @keys = sort keys %$u;
-	push @why, "keys are [@keys]" unless "@keys" eq "@USER_KEYS";
-	push @why, 'id is not a uuid' unless ($u->{id} // '') =~ $UUID;
-	for my $b (qw(emailVerified banned)) {
-		push @why, "$b is not a JSON boolean" unless JSON::PP::is_bool($u->{$b});
-	}
-	for my $t (qw(createdAt updatedAt)) {
-		push @why, "$t is not an ISO time" unless ($u->{$t} // '') =~ $ISO;
-	}
-	push @why, 'banExpires is neither null nor an ISO time'
-	    if defined $u->{banExpires} && $u->{banExpires} !~ $ISO;
-	for my $k (sort keys %want) {
-		my $got = $u->{$k};
-		my $exp = $want{$k};
-		$got = $got ? 'true' : 'false' if JSON::PP::is_bool($got);
-		push @why, "$k is " . ($got // 'null') . ', expected ' . ($exp // 'null')
-		    unless (defined $got && defined $exp && $got eq $exp) || (!defined $got && !defined $exp);
-	}
-	my $ok = ok(!@why, "$name: user object");
-	diag(join("\n", @why) . "\n" . $JSON->encode($u)) unless $ok;
-	return $ok;
-}
-
-# Keys anywhere in a JSON value.
-sub all_keys {
-	my ($v) = @_;
-	return map { ($_, all_keys($v->{$_})) } keys %$v if ref $v eq 'HASH';
-	return map { all_keys($_) } @$v if ref $v eq 'ARRAY';
-	return ();
-}
-
-sub retry_after_ok {
-	my ($r, $name) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	my $ra = $r->{headers}{'retry-after'};
-	ok(defined $ra && $ra =~ /^[1-9]\d*$/ && $ra <= 15 * 60, "$name: Retry-After is a positive number of seconds")
-	    or diag('Retry-After: ' . ($ra // 'missing'));
-}
-
-# Percent-encode a query value.
-sub qenc {
-	my ($s) = @_;
-	utf8::encode($s) if utf8::is_utf8($s);
-	$s =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord $1)/ge;
-	return $s;
-}
 
 # A credential that must no longer work: 401 or 403 on the session endpoint.
 sub refused {
@@ -344,28 +181,28 @@ subtest 'list: shape, defaults, paging, order' => sub {
 
 subtest 'list: filters and search' => sub {
 	my %cases = (
-		'tier=pro'                   => ['pro2@example.test', 'pro1@example.test'],
-		'role=readonly'              => ['pro2@example.test'],
-		'role=admin'                 => ['admin1@example.test'],
-		'tier=pro&role=readonly'     => ['pro2@example.test'],
-		'tier=anonymous'             => [],
-		'search=smith'               => ['alice.smith@example.test'],
-		'search=ALICE.SMITH%40'      => ['alice.smith@example.test'],
-		'search=caps%40example'      => ['Caps@EXAMPLE.test'],
-		'search=mixed%20CASE'        => ['Caps@EXAMPLE.test'],
-		'search=EXAMPLE.TEST'        => [@ORDER],
-		'search=pro&tier=pro'        => ['pro2@example.test', 'pro1@example.test'],
-		'search=' . qenc('%')        => ['pct@example.test'],
-		'search=' . qenc('0%')       => ['pct@example.test'],
-		'search=' . qenc('_')        => ['under_score@example.test'],
-		'search=' . qenc('a_c')      => [],
-		'search=' . qenc("'")        => ['quote@example.test'],
-		'search=' . qenc("O'N")      => ['quote@example.test'],
-		'search=' . qenc("'; DROP TABLE users; --") => [],
-		'search=' . qenc('\\')       => ['back@example.test'],
-		'search=' . qenc('\\s')      => ['back@example.test'],
-		'search=' . qenc('%_%')      => [],
-		'search=nobody-matches-this' => [],
+		'tier=pro'                      => ['pro2@example.test', 'pro1@example.test'],
+		'role=readonly'                 => ['pro2@example.test'],
+		'role=admin'                    => ['admin1@example.test'],
+		'tier=pro&role=readonly'        => ['pro2@example.test'],
+		'tier=anonymous'                => [],
+		'search=smith'                  => ['alice.smith@example.test'],
+		'search=ALICE.SMITH%40'         => ['alice.smith@example.test'],
+		'search=caps%40example'         => ['Caps@EXAMPLE.test'],
+		'search=mixed%20CASE'           => ['Caps@EXAMPLE.test'],
+		'search=EXAMPLE.TEST'           => [@ORDER],
+		'search=pro&tier=pro'           => ['pro2@example.test', 'pro1@example.test'],
+		'search=' . pct_encode('%')     => ['pct@example.test'],
+		'search=' . pct_encode('0%')    => ['pct@example.test'],
+		'search=' . pct_encode('_')     => ['under_score@example.test'],
+		'search=' . pct_encode('a_c')   => [],
+		'search=' . pct_encode("'")     => ['quote@example.test'],
+		'search=' . pct_encode("O'N")   => ['quote@example.test'],
+		'search=' . pct_encode("'; DROP TABLE users; --") => [],
+		'search=' . pct_encode('\\')    => ['back@example.test'],
+		'search=' . pct_encode('\\s')   => ['back@example.test'],
+		'search=' . pct_encode('%_%')   => [],
+		'search=nobody-matches-this'    => [],
 	);
 	for my $q (sort keys %cases) {
 		my $r = list("?$q", $ADMIN);

@@ -10,7 +10,7 @@ use strict;
 use warnings;
 use Test::More;
 use BloqrTest;
-use HTTP::Tiny;
+use BloqrTest::Api;
 use JSON::PP;
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
@@ -18,58 +18,10 @@ use Time::HiRes qw(time sleep);
 my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 
 my $S = stack();
-my ($URL, $PG, $CONF) = ($S->{url}, $S->{pg}, $S->{conf});
+my $CONF = $S->{conf};
+api_setup(url => $S->{url}, pg => $S->{pg}, conf => $CONF);
 
 # ------------------------------------------------------------ helpers --
-
-my $UA = HTTP::Tiny->new(timeout => 15, keep_alive => 0, agent => 'bloqr-t40/1',
-	proxy => undef, http_proxy => undef, https_proxy => undef, all_proxy => undef);
-
-# One request: options json (body to encode), body (raw), bearer.
-sub req {
-	my ($m, $path, %o) = @_;
-	my %h;
-	$h{Authorization} = "Bearer $o{bearer}" if defined $o{bearer};
-	my %a = (headers => \%h);
-	if (exists $o{json}) {
-		$a{content} = $JSON->encode($o{json});
-		$h{'Content-Type'} = 'application/json';
-	} elsif (defined $o{body}) {
-		$a{content} = $o{body};
-		$h{'Content-Type'} = 'application/json';
-	}
-	my $r = $UA->request($m, $URL . $path, \%a);
-	my %res = (status => $r->{status}, headers => $r->{headers} || {}, content => $r->{content} // '');
-	$res{json} = eval { $JSON->decode($res{content}) }
-	    if ($res{headers}{'content-type'} // '') =~ m{^application/json}i;
-	return \%res;
-}
-
-sub sql {
-	my $o = $PG->psql($_[0]);
-	chomp $o;
-	return $o;
-}
-
-sub qenc {
-	my ($s) = @_;
-	$s =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord $1)/ge;
-	return $s;
-}
-
-sub mkuser {
-	my ($email, $role) = @_;
-	my $r = admin($CONF, ['user', 'create', '--email', $email, '--role', $role]);
-	is($r->{rc}, 0, "user create $email") or diag("stderr: $r->{err}");
-}
-
-sub mktoken {
-	my ($email) = @_;
-	my $r = admin($CONF, ['token', 'create', '--email', $email]);
-	is($r->{rc}, 0, "token create $email") or diag("stderr: $r->{err}");
-	my ($t) = ($r->{out} // '') =~ /^(\S+)\n\z/;
-	return $t;
-}
 
 my $ISO = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -124,8 +76,8 @@ sub pg_count {
 
 # ------------------------------------------------------------ accounts --
 
-mkuser('admin@example.test', 'admin');
-mkuser('user@example.test', 'user');
+mkuser('admin@example.test', role => 'admin');
+mkuser('user@example.test', role => 'user');
 my $ADMIN = mktoken('admin@example.test') // BAIL_OUT('cannot create an admin token');
 my $USER = mktoken('user@example.test');
 
@@ -217,7 +169,7 @@ for my $l (1, 10, 59, 60, 1000, 5000) {
 		['version=0.9.0&branch=dev&status=success', "version = '0.9.0' AND git_branch = 'dev' AND status = 'success'"],
 		['version=nope', 'false'],
 		['status=whatever', 'false'],
-		['branch=' . qenc('feature/ä x'), 'false'],
+		['branch=' . pct_encode('feature/ä x'), 'false'],
 		['version=', 'true'],
 	);
 	for my $c (@cases) {
@@ -329,7 +281,7 @@ my %BODY = (version => '1.2.3', gitCommit => 'abc123', gitBranch => 'main', depl
 		fullVersion => '1.2.3+build.2', deploymentDuration => 2147483647, workflowRunId => 'r-1',
 		workflowRunUrl => 'https://ci.example.test/run/1?x=1', metadata => $meta, gitBranch => 'release/1.2');
 	is_deeply(list('limit=1')->{json}{deployments}[0], $r->{json}{deployment}, 'list shows it, metadata included');
-	is(list('branch=' . qenc('release/1.2'))->{json}{count}, 1, 'branch filter with a slash');
+	is(list('branch=' . pct_encode('release/1.2'))->{json}{count}, 1, 'branch filter with a slash');
 
 	for my $m ([1, 2], 'text', 0, JSON::PP::false) {
 		my $x = req(POST => '/api/deployments', bearer => $ADMIN, json => { %BODY, version => '1.2.4', metadata => $m });
@@ -399,7 +351,7 @@ my %BODY = (version => '1.2.3', gitCommit => 'abc123', gitBranch => 'main', depl
 # ------------------------------------------------------- rollback --
 
 {
-	my $p = '/api/deployments/' . qenc('1.2.3+build.1') . '/rollback';
+	my $p = '/api/deployments/' . pct_encode('1.2.3+build.1') . '/rollback';
 	json_error_ok(req(POST => $p), 401, undef, 'rollback without a token: 401');
 	json_error_ok(req(POST => $p, bearer => $USER), 403, undef, 'rollback as a non-admin: 403');
 	my $r = req(POST => $p, bearer => $ADMIN);
@@ -421,7 +373,7 @@ my %BODY = (version => '1.2.3', gitCommit => 'abc123', gitBranch => 'main', depl
 	is(req(GET => '/api/version')->{json}{fullVersion}, '1.2.4+build.5', 'version: the latest success, not a rolled back one');
 	is(req(GET => '/api/deployments/stats')->{json}{latestVersion}, '1.2.4+build.5', 'stats: latestVersion likewise');
 
-	json_error_ok(req(POST => '/api/deployments/' . qenc('9.9.9+build.1') . '/rollback', bearer => $ADMIN), 404,
+	json_error_ok(req(POST => '/api/deployments/' . pct_encode('9.9.9+build.1') . '/rollback', bearer => $ADMIN), 404,
 	    undef, 'rollback of an unknown version: 404');
 	json_error_ok(req(POST => '/api/deployments/' . ('x' x 300) . '/rollback', bearer => $ADMIN), 404,
 	    undef, 'rollback of a long unknown version: 404');

@@ -10,61 +10,18 @@ use strict;
 use warnings;
 use Test::More;
 use BloqrTest;
+use BloqrTest::Api;
 use Encode qw(encode decode);
-use HTTP::Tiny;
-use JSON::PP;
 use Time::HiRes qw(time sleep);
 
-my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
-
 my $S = stack();
-my ($URL, $PG, $CONF) = ($S->{url}, $S->{pg}, $S->{conf});
+my $PG = $S->{pg};
+api_setup(url => $S->{url}, pg => $PG, conf => $S->{conf});
 my $URL_B;    # node B, once started
 
 # ------------------------------------------------------------ helpers --
 
-my $UA = HTTP::Tiny->new(timeout => 15, keep_alive => 0, agent => 'bloqr-t41/1',
-	proxy => undef, http_proxy => undef, https_proxy => undef, all_proxy => undef);
-
-my ($ADMIN, $USER);   # bearer tokens
-
-# One request. Options: json (a body to encode), body (raw bytes), bearer
-# (default the admin token; undef for none), base (default node A).
-# Returns { status, headers, content, json }.
-sub req {
-	my ($m, $path, %o) = @_;
-	my %h;
-	my $bearer = exists $o{bearer} ? $o{bearer} : $ADMIN;
-	$h{Authorization} = "Bearer $bearer" if defined $bearer;
-	my %a = (headers => \%h);
-	if (exists $o{json}) {
-		$a{content} = $JSON->encode($o{json});
-		$h{'Content-Type'} = 'application/json';
-	} elsif (defined $o{body}) {
-		$a{content} = $o{body};
-		$h{'Content-Type'} = 'application/json';
-	}
-	my $r = $UA->request($m, ($o{base} // $URL) . $path, \%a);
-	my %res = (status => $r->{status}, headers => $r->{headers} || {}, content => $r->{content} // '');
-	$res{json} = eval { $JSON->decode($res{content}) }
-	    if ($res{headers}{'content-type'} // '') =~ m{^application/json}i;
-	return \%res;
-}
-
-sub sql {
-	my $o = $PG->psql($_[0]);
-	chomp $o;
-	return $o;
-}
-
 sub sql_quote { my ($s) = @_; $s =~ s/'/''/g; "'$s'" }
-
-# Percent-encode the UTF-8 bytes of a key for a path or a query.
-sub enc {
-	my ($bytes) = @_;
-	$bytes =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord $1)/ge;
-	return $bytes;
-}
 
 # The raw text of "data" in a storage entry answer: the answer's objects
 # are {"key":…,"data":<raw>,"createdAt":…}.
@@ -82,22 +39,15 @@ sub ok_entry {
 	return $ok;
 }
 
-sub x_cache { $_[0]{headers}{'x-cache'} // '(none)' }
-
 my $ISO = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
 # ------------------------------------------------------- credentials --
 
-for ([ 'a@x.io', 'admin' ], [ 'u@x.io', 'user' ]) {
-	my ($email, $role) = @$_;
-	my $r = admin($CONF, [ 'user', 'create', '--email', $email, '--role', $role ]);
-	is($r->{rc}, 0, "user create $email ($role)") or diag $r->{err};
-	$r = admin($CONF, [ 'token', 'create', '--email', $email ]);
-	is($r->{rc}, 0, "token create $email") or diag $r->{err};
-	my ($t) = ($r->{out} // '') =~ /^(\S+)\n\z/;
-	if ($role eq 'admin') { $ADMIN = $t } else { $USER = $t }
-}
-BAIL_OUT('no admin token') unless defined $ADMIN;
+mkuser('a@x.io', role => 'admin');
+mkuser('u@x.io', role => 'user');
+my $ADMIN = mktoken('a@x.io') // BAIL_OUT('no admin token');
+my $USER = mktoken('u@x.io');
+api_setup(bearer => $ADMIN);    # req sends it unless told otherwise
 
 subtest 'authentication and authorization' => sub {
 	for my $c ([ GET => '/api/storage/k' ], [ PUT => '/api/storage/k', '{"data":1}' ],
@@ -170,7 +120,7 @@ subtest 'keys that need encoding round-trip' => sub {
 	my @keys = ('a/b', 'q?x=1&y', 'with space', "\xc3\xa9t\xc3\xa9/\xe2\x9c\x93", 'pct%41', 'semi;colon',
 		'hash#frag', 'plus+sign', 'dots/../x', '"quoted"\\back');
 	for my $k (@keys) {
-		my $p = '/api/storage/' . enc($k);
+		my $p = '/api/storage/' . pct_encode($k);
 		my $r = req(PUT => $p, json => { data => { k => decode('UTF-8', $k) } });
 		is($r->{status}, 201, "PUT $p") or diag $r->{content};
 		$r = req(GET => $p);
@@ -282,7 +232,7 @@ subtest 'X-Cache on node A' => sub {
 
 subtest 'filter cache' => sub {
 	my $src = "https://example.org/list.txt?a=1&b=%20 \x{e9}";
-	my $q = '/api/filter-cache?source=' . enc(encode('UTF-8', $src));
+	my $q = '/api/filter-cache?source=' . pct_encode(encode('UTF-8', $src));
 	my %put = (source => $src, content => "||ads.example^\n! comment \"q\"\n", hash => 'sha256:abc');
 	my $r = req(PUT => '/api/filter-cache', json => { %put, etag => 'W/"1"' });
 	ok_entry($r, 201, 'PUT new source');

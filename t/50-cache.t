@@ -13,7 +13,7 @@ use strict;
 use warnings;
 use Test::More;
 use BloqrTest;
-use HTTP::Tiny;
+use BloqrTest::Api;
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 
@@ -38,31 +38,11 @@ my $PG = pg_start();
 my $CONF = write_conf();
 migrate($CONF);
 my $CACHE = conf_value($CONF, 'cache', 'path');
-
-# The value of [section] key in an INI file.
-sub conf_value {
-	my ($file, $section, $key) = @_;
-	open my $fh, '<', $file or die "$file: $!\n";
-	my $s = '';
-	while (<$fh>) {
-		$s = $1 if /^\s*\[\s*([^\]]+?)\s*\]/;
-		return $1 if $s eq $section && /^\s*\Q$key\E\s*=\s*(.*?)\s*$/;
-	}
-	die "$file has no [$section] $key\n";
-}
-
-sub sql {
-	my $o = $PG->psql($_[0]);
-	chomp $o;
-	return $o;
-}
+api_setup(pg => $PG, conf => $CONF);
 
 # Seed data before the pool starts, so that nothing of it is cached yet.
-my $r0 = admin($CONF, [qw(user create --email admin@t50.test --role admin)]);
-die "user create: $r0->{err}" if $r0->{rc};
-$r0 = admin($CONF, [qw(token create --email admin@t50.test)]);
-die "token create: $r0->{err}" if $r0->{rc};
-my ($ADMIN) = $r0->{out} =~ /^(\S+)$/m or die "no token in: $r0->{out}";
+mkuser('admin@t50.test', role => 'admin') // die "cannot create admin\@t50.test\n";
+my $ADMIN = mktoken('admin@t50.test') // die "no token for admin\@t50.test\n";
 for my $n (1 .. 3) {
 	my $r = admin($CONF, ['deploy', 'record', '--version', "1.0.$n", '--commit', "c0ffee$n",
 		'--branch', 'main', '--by', 'seed']);
@@ -74,54 +54,11 @@ sql(q{INSERT INTO compilation_metadata (config_name, source_count, rule_count, d
 
 my $POOL = pool_start($CONF, workers => 2);
 my $WEB = nginx_start(upstream => $POOL->addr);
-my $URL = $WEB->{url};
+api_setup(url => $WEB->{url}, bearer => $ADMIN);    # req sends the admin token unless told otherwise
 
 # ------------------------------------------------------------ helpers --
 
-my $UA = HTTP::Tiny->new(timeout => 15, keep_alive => 0, agent => 'bloqr-t50/1',
-	proxy => undef, http_proxy => undef, https_proxy => undef, all_proxy => undef);
-
-# One request. Options: json (a body to encode), bearer (default the admin
-# token; undef for none), base (default $URL).
-sub req {
-	my ($m, $path, %o) = @_;
-	my %h;
-	my $bearer = exists $o{bearer} ? $o{bearer} : $ADMIN;
-	$h{Authorization} = "Bearer $bearer" if defined $bearer;
-	my %a = (headers => \%h);
-	if (exists $o{json}) {
-		$a{content} = $JSON->encode($o{json});
-		$h{'Content-Type'} = 'application/json';
-	}
-	my $r = $UA->request($m, ($o{base} // $URL) . $path, \%a);
-	my %res = (status => $r->{status}, headers => $r->{headers} || {}, content => $r->{content} // '');
-	$res{json} = eval { $JSON->decode($res{content}) }
-	    if ($res{headers}{'content-type'} // '') =~ m{^application/json}i;
-	return \%res;
-}
-
-sub xc { $_[0]{headers}{'x-cache'} // '(none)' }
-
-sub show {
-	my ($r) = @_;
-	return "status $r->{status}, X-Cache " . xc($r) . ": " . substr($r->{content}, 0, 400);
-}
-
 sub list { req(GET => '/api/deployments?limit=50', bearer => undef, @_) }
-
-# Poll every 100 ms for at most $secs: returns the seconds it took, or undef.
-sub within {
-	my ($secs, $cond) = @_;
-	my $t0 = time;
-	my $ok = poll($secs, $cond, 0.1);
-	return $ok ? time - $t0 : undef;
-}
-
-sub listener_connected {
-	my (%o) = @_;
-	my $r = req(GET => '/api/admin/cache/status', %o);
-	return $r->{status} == 200 && ref $r->{json} eq 'HASH' && $r->{json}{listener}{connected};
-}
 
 # Statements PostgreSQL ran since the last pg_stat_statements_reset(),
 # except our own psql sessions' and the syncer's liveness ping "SELECT 1"
@@ -145,13 +82,13 @@ subtest 'X-Cache MISS then HIT, identical bodies' => sub {
 		my ($path, $bearer, $field, $count) = @$c;
 		my $a = req(GET => $path, bearer => $bearer);
 		is($a->{status}, 200, "GET $path: 200") or diag show($a);
-		is(xc($a), 'MISS', "GET $path: first X-Cache MISS");
+		is(x_cache($a), 'MISS', "GET $path: first X-Cache MISS");
 		my $b = req(GET => $path, bearer => $bearer);
 		is($b->{status}, 200, "GET $path again: 200") or diag show($b);
-		is(xc($b), 'HIT', "GET $path again: X-Cache HIT");
+		is(x_cache($b), 'HIT', "GET $path again: X-Cache HIT");
 		is($b->{content}, $a->{content}, "GET $path: HIT body is byte for byte the MISS body");
 		my $c3 = req(GET => $path, bearer => $bearer);
-		is(xc($c3), 'HIT', "GET $path a third time (other worker, likely): HIT");
+		is(x_cache($c3), 'HIT', "GET $path a third time (other worker, likely): HIT");
 		is($c3->{content}, $a->{content}, "GET $path: same body again");
 		ok(ref $a->{json} eq 'HASH' && $a->{json}{success}, "GET $path: success") or diag show($a);
 		if (defined $count) {
@@ -198,7 +135,7 @@ subtest 'read-your-writes with cache.strategy = lazy' => sub {
 	my $pool = pool_start($conf, workers => 2);
 	my $web = nginx_start(upstream => $pool->addr);
 	my $base = $web->{url};
-	ok(within(10, sub { listener_connected(base => $base) }), 'lazy host: listener connected');
+	ok(within(10, sub { listener_connected($base) }), 'lazy host: listener connected');
 	for my $i (1 .. 10) {
 		my $r = req(PUT => '/api/storage/lazy', json => { data => [$i] }, base => $base);
 		ok($r->{status} == 200 || $r->{status} == 201, "lazy: PUT i=$i") or diag show($r);
@@ -208,11 +145,11 @@ subtest 'read-your-writes with cache.strategy = lazy' => sub {
 		is_deeply($r->{json}{entry}{data}, [$i], "lazy: and again") or diag show($r);
 	}
 	my $r = req(GET => '/api/storage/lazy', base => $base);
-	is(xc($r), 'HIT', 'lazy: an unchanged entry read twice is a HIT');
+	is(x_cache($r), 'HIT', 'lazy: an unchanged entry read twice is a HIT');
 
 	my $l1 = list(base => $base);
 	my $l2 = list(base => $base);
-	is(xc($l2), 'HIT', 'lazy: the list is cached') or diag show($l2);
+	is(x_cache($l2), 'HIT', 'lazy: the list is cached') or diag show($l2);
 	$r = req(POST => '/api/deployments', json => { version => '2.1.0', gitCommit => 'abc124',
 		gitBranch => 'main', deployedBy => 't50-lazy' }, base => $base);
 	is($r->{status}, 201, 'lazy: POST deployment') or diag show($r);
@@ -227,7 +164,7 @@ subtest 'read-your-writes with cache.strategy = lazy' => sub {
 subtest 'psql UPDATEs reach the cache within 2 s' => sub {
 	my $r = req(GET => '/api/storage/seed%2Fa');
 	$r = req(GET => '/api/storage/seed%2Fa');
-	is(xc($r), 'HIT', 'seed/a is cached');
+	is(x_cache($r), 'HIT', 'seed/a is cached');
 	is_deeply($r->{json}{entry}{data}, { x => 1 }, 'holding {"x":1}');
 	sql(q{UPDATE storage_entries SET data = '{"x":2}' WHERE key = 'seed/a'});
 	my $took = within(2, sub {
@@ -240,7 +177,7 @@ subtest 'psql UPDATEs reach the cache within 2 s' => sub {
 
 	my $l = list();
 	$l = list();
-	is(xc($l), 'HIT', 'the deployment list is cached');
+	is(x_cache($l), 'HIT', 'the deployment list is cached');
 	my ($d) = grep { $_->{version} eq '1.0.2' } @{ $l->{json}{deployments} || [] };
 	ok($d, 'deployment 1.0.2 is listed');
 	is($d->{status}, 'success', 'with status success') if $d;
@@ -275,10 +212,10 @@ subtest 'a HIT makes no PostgreSQL round trip' => sub {
 	# syncer's liveness ping is "SELECT 1" (twice a second per pool); all
 	# else would be a worker's round trip. The check is then shown to see a
 	# worker's statements: an uncached admin read must show up.
-	ok(within(5, sub { xc(list()) eq 'HIT' }), 'the list is a HIT (warm)');
+	ok(within(5, sub { x_cache(list()) eq 'HIT' }), 'the list is a HIT (warm)');
 	sql('SELECT pg_stat_statements_reset()');
 	my @how;
-	push @how, xc(list()) for 1 .. 50;
+	push @how, x_cache(list()) for 1 .. 50;
 	my $hits = grep { $_ eq 'HIT' } @how;
 	is($hits, 50, '50 GET /api/deployments?limit=50: all HIT') or diag "X-Cache: @how";
 	sleep 0.2;
@@ -319,8 +256,8 @@ subtest 'GET /api/admin/cache/status' => sub {
 
 	my $h0 = $j->{tables}{deployment_history}{hits} // 0;
 	my $s0 = $j->{tables}{storage_entries}{hits} // 0;
-	my @how = map { xc(list()) } 1 .. 5;
-	push @how, map { xc(req(GET => '/api/storage/seed%2Fb')) } 1 .. 3;
+	my @how = map { x_cache(list()) } 1 .. 5;
+	push @how, map { x_cache(req(GET => '/api/storage/seed%2Fb')) } 1 .. 3;
 	my $j2 = req(GET => '/api/admin/cache/status')->{json} || {};
 	my $dh = grep { $_ eq 'HIT' } @how[0 .. 4];
 	my $sh = grep { $_ eq 'HIT' } @how[5 .. 7];
@@ -355,41 +292,41 @@ subtest 'POST /api/admin/cache/rebuild' => sub {
 		cmp_ok($j->{tables}{$t}, '<=', $pg{$t}, "$t: no more rows than PostgreSQL has");
 	}
 	my $l = list();
-	is(xc($l), 'HIT', 'the list is a HIT right after the rebuild');
+	is(x_cache($l), 'HIT', 'the list is a HIT right after the rebuild');
 	is($l->{json}{count}, $pg{deployment_history}, 'with every deployment');
 };
 
 subtest 'POST /api/admin/cache/invalidate' => sub {
 	req(GET => '/api/storage/seed%2Fb');
 	my $r = req(GET => '/api/storage/seed%2Fb');
-	is(xc($r), 'HIT', 'seed/b cached');
+	is(x_cache($r), 'HIT', 'seed/b cached');
 	$r = req(POST => '/api/admin/cache/invalidate', json => { table => 'storage_entries', id => 'seed/b' });
 	is($r->{status}, 200, 'invalidate storage_entries seed/b: 200') or diag show($r);
 	ok($r->{json}{success}, 'success');
 	is($r->{json}{invalidated}, 1, 'invalidated: 1');
 	$r = req(GET => '/api/storage/seed%2Fb');
-	is(xc($r), 'MISS', 'the next read is a MISS') or diag show($r);
+	is(x_cache($r), 'MISS', 'the next read is a MISS') or diag show($r);
 	is_deeply($r->{json}{entry}{data}, [1, 2, 3], 'with the right data');
-	is(xc(req(GET => '/api/storage/seed%2Fb')), 'HIT', 'and the one after a HIT');
+	is(x_cache(req(GET => '/api/storage/seed%2Fb')), 'HIT', 'and the one after a HIT');
 
 	$r = req(POST => '/api/admin/cache/invalidate', json => { table => 'storage_entries', id => 'no/such/key' });
 	is($r->{status}, 200, 'invalidate an uncached key: 200') or diag show($r);
 	is($r->{json}{invalidated}, 0, 'invalidated: 0');
 
-	ok(within(3, sub { xc(list()) eq 'HIT' }), 'the list is a HIT');
+	ok(within(3, sub { x_cache(list()) eq 'HIT' }), 'the list is a HIT');
 	my $n = sql('SELECT count(*) FROM deployment_history');
 	$r = req(POST => '/api/admin/cache/invalidate', json => { table => 'deployment_history' });
 	is($r->{status}, 200, 'invalidate the whole deployment_history: 200') or diag show($r);
 	is($r->{json}{invalidated}, $n, "invalidated: $n rows");
 	my $l = list();
-	is(xc($l), 'MISS', 'the next list is a MISS') or diag show($l);
+	is(x_cache($l), 'MISS', 'the next list is a MISS') or diag show($l);
 	is($l->{json}{count}, $n, 'with every deployment');
 
 	my $id = $l->{json}{deployments}[0]{id};
-	ok(within(3, sub { xc(list()) eq 'HIT' }), 'the list is a HIT again');
+	ok(within(3, sub { x_cache(list()) eq 'HIT' }), 'the list is a HIT again');
 	$r = req(POST => '/api/admin/cache/invalidate', json => { table => 'deployment_history', id => $id });
 	is($r->{json}{invalidated}, 1, 'invalidate one deployment by id: 1') or diag show($r);
-	is(xc(list()), 'MISS', 'the next list is a MISS');
+	is(x_cache(list()), 'MISS', 'the next list is a MISS');
 
 	json_error_ok(req(POST => '/api/admin/cache/invalidate', json => { table => 'users' }), 400, qr/table/,
 		'table users: 400');
@@ -412,7 +349,7 @@ subtest 'bloqr-admin cache rebuild and verify (consistent)' => sub {
 };
 
 subtest '/metrics counts cache reads' => sub {
-	ok(within(3, sub { xc(list()) eq 'HIT' }), 'a list read that is a HIT');
+	ok(within(3, sub { x_cache(list()) eq 'HIT' }), 'a list read that is a HIT');
 	my $r = req(GET => '/metrics', bearer => undef);
 	is($r->{status}, 200, 'GET /metrics: 200') or diag show($r);
 	my ($n) = $r->{content} =~ /^bloqr_cache_reads_total\{table="deployment_history",result="hit"\}\s+(\d+)/m;
@@ -428,7 +365,7 @@ sub survives {
 	my ($what, $break) = @_;
 	my @ids = sort split /\n/, sql('SELECT id FROM deployment_history');
 	my $want_b = $JSON->encode([1, 2, 3]);
-	ok(within(3, sub { xc(list()) eq 'HIT' }), "$what: the list is a HIT before");
+	ok(within(3, sub { x_cache(list()) eq 'HIT' }), "$what: the list is a HIT before");
 	$break->();
 	my (@bad, %how);
 	my $t0 = time;
@@ -436,12 +373,12 @@ sub survives {
 	while (time - $t0 < 10) {
 		my $l = list();
 		my $s = req(GET => '/api/storage/seed%2Fb');
-		$how{ xc($l) }++;
+		$how{ x_cache($l) }++;
 		push @bad, 'list: ' . show($l) if $l->{status} != 200
 		    || join(',', sort map { $_->{id} } @{ $l->{json}{deployments} || [] }) ne join(',', @ids);
 		push @bad, 'storage: ' . show($s) if $s->{status} != 200
 		    || $JSON->encode($s->{json}{entry}{data}) ne $want_b;
-		if (xc($l) eq 'HIT' && -s $CACHE && time - $t0 > 1.5) {
+		if (x_cache($l) eq 'HIT' && -s $CACHE && time - $t0 > 1.5) {
 			$back = time - $t0;
 			last;
 		}
@@ -490,7 +427,7 @@ subtest 'the cache file overwritten with garbage while running' => sub {
 
 subtest 'cache verify finds a cache made to differ' => sub {
 	req(GET => '/api/storage/seed%2Fb');
-	ok(within(3, sub { xc(req(GET => '/api/storage/seed%2Fb')) eq 'HIT' }), 'seed/b is cached');
+	ok(within(3, sub { x_cache(req(GET => '/api/storage/seed%2Fb')) eq 'HIT' }), 'seed/b is cached');
 	my $r = admin($CONF, [qw(cache verify)]);
 	is($r->{rc}, 0, 'cache verify: exit 0 first') or diag "stdout: $r->{out}\nstderr: $r->{err}";
 	ok(defined $POOL->stop, 'pool stopped');

@@ -9,7 +9,7 @@ use strict;
 use warnings;
 use Test::More;
 use BloqrTest;
-use HTTP::Tiny;
+use BloqrTest::Api;
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 
@@ -20,87 +20,25 @@ my $CONF_A = write_conf();
 migrate($CONF_A);
 my $CONF_B = write_conf();
 my $CACHE_B = conf_value($CONF_B, 'cache', 'path');
-
-sub conf_value {
-	my ($file, $section, $key) = @_;
-	open my $fh, '<', $file or die "$file: $!\n";
-	my $s = '';
-	while (<$fh>) {
-		$s = $1 if /^\s*\[\s*([^\]]+?)\s*\]/;
-		return $1 if $s eq $section && /^\s*\Q$key\E\s*=\s*(.*?)\s*$/;
-	}
-	die "$file has no [$section] $key\n";
-}
-
-sub sql {
-	my $o = $PG->psql($_[0]);
-	chomp $o;
-	return $o;
-}
+api_setup(pg => $PG, conf => $CONF_A);
 
 # An admin user: (id, token).
 sub mkadmin {
 	my ($email) = @_;
-	my $r = admin($CONF_A, ['user', 'create', '--email', $email, '--role', 'admin']);
-	die "user create $email: $r->{err}" if $r->{rc};
-	my ($id) = $r->{out} =~ /(\S+)/ or die "no id in: $r->{out}";
-	$r = admin($CONF_A, ['token', 'create', '--email', $email]);
-	die "token create $email: $r->{err}" if $r->{rc};
-	my ($t) = $r->{out} =~ /^(\S+)$/m or die "no token in: $r->{out}";
+	my $id = mkuser($email, role => 'admin') // die "cannot create $email\n";
+	my $t = mktoken($email) // die "no token for $email\n";
 	return ($id, $t);
 }
 my (undef, $ADMIN) = mkadmin('admin@t51.test');
 my ($BANNED_ID, $BANNED) = mkadmin('banned@t51.test');
 my ($DEMOTED_ID, $DEMOTED) = mkadmin('demoted@t51.test');
 
-my $POOL_A = pool_start($CONF_A, workers => 2);
-my $WEB_A = nginx_start(upstream => $POOL_A->addr);
-my $POOL_B = pool_start($CONF_B, workers => 2);
-my $WEB_B = nginx_start(upstream => $POOL_B->addr);
-my ($A, $B) = ($WEB_A->{url}, $WEB_B->{url});
+my $HOST_A = host_start($CONF_A, workers => 2);
+my $HOST_B = host_start($CONF_B, workers => 2);
+my ($A, $B) = ($HOST_A->{url}, $HOST_B->{url});
+api_setup(bearer => $ADMIN);    # req($A or $B, ...) sends the admin token unless told otherwise
 
 # ------------------------------------------------------------ helpers --
-
-my $UA = HTTP::Tiny->new(timeout => 15, keep_alive => 0, agent => 'bloqr-t51/1',
-	proxy => undef, http_proxy => undef, https_proxy => undef, all_proxy => undef);
-
-sub req {
-	my ($base, $m, $path, %o) = @_;
-	my %h;
-	my $bearer = exists $o{bearer} ? $o{bearer} : $ADMIN;
-	$h{Authorization} = "Bearer $bearer" if defined $bearer;
-	my %a = (headers => \%h);
-	if (exists $o{json}) {
-		$a{content} = $JSON->encode($o{json});
-		$h{'Content-Type'} = 'application/json';
-	}
-	my $r = $UA->request($m, $base . $path, \%a);
-	my %res = (status => $r->{status}, headers => $r->{headers} || {}, content => $r->{content} // '');
-	$res{json} = eval { $JSON->decode($res{content}) }
-	    if ($res{headers}{'content-type'} // '') =~ m{^application/json}i;
-	return \%res;
-}
-
-sub xc { $_[0]{headers}{'x-cache'} // '(none)' }
-
-sub show {
-	my ($r) = @_;
-	return "status $r->{status}, X-Cache " . xc($r) . ': ' . substr($r->{content}, 0, 400);
-}
-
-# Poll every 100 ms for at most $secs: the seconds it took, or undef.
-sub within {
-	my ($secs, $cond) = @_;
-	my $t0 = time;
-	my $ok = poll($secs, $cond, 0.1);
-	return $ok ? time - $t0 : undef;
-}
-
-sub listener_connected {
-	my ($base) = @_;
-	my $r = req($base, GET => '/api/admin/cache/status');
-	return $r->{status} == 200 && ref $r->{json} eq 'HASH' && $r->{json}{listener}{connected};
-}
 
 sub data_of {
 	my ($r) = @_;
@@ -110,7 +48,7 @@ sub data_of {
 # Read $path on $base until it is a HIT (5 s at most).
 sub cached_on {
 	my ($base, $path, %o) = @_;
-	return defined within(5, sub { xc(req($base, GET => $path, %o)) eq 'HIT' });
+	return defined within(5, sub { x_cache(req($base, GET => $path, %o)) eq 'HIT' });
 }
 
 my $LIST = '/api/deployments?limit=50';

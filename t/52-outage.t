@@ -14,86 +14,30 @@ use strict;
 use warnings;
 use Test::More;
 use BloqrTest;
-use HTTP::Tiny;
-use JSON::PP;
+use BloqrTest::Api;
 use Time::HiRes qw(time sleep);
-
-my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 
 my $PG = pg_start();
 my $CONF_A = write_conf();
 migrate($CONF_A);
 my $CONF_B = write_conf('cache.auth_grace' => 0);
-
-sub sql {
-	my $o = $PG->psql($_[0]);
-	chomp $o;
-	return $o;
-}
+api_setup(pg => $PG, conf => $CONF_A);
 
 # Users: an admin with a password (for sign-in) and a token; a second admin
 # whose token host A never sees before the outage.
 my $PASSWORD = 'correct horse battery staple';
-my $r0 = admin($CONF_A, [qw(user create --email admin@t52.test --role admin --password-stdin)],
-	stdin => "$PASSWORD\n");
-die "user create: $r0->{err}" if $r0->{rc};
-my $ADMIN = token('admin@t52.test');
-$r0 = admin($CONF_A, [qw(user create --email other@t52.test --role admin)]);
-die "user create: $r0->{err}" if $r0->{rc};
-my $OTHER = token('other@t52.test');
+mkuser('admin@t52.test', role => 'admin', password => $PASSWORD) // die "cannot create admin\@t52.test\n";
+my $ADMIN = mktoken('admin@t52.test') // die "no token for admin\@t52.test\n";
+mkuser('other@t52.test', role => 'admin') // die "cannot create other\@t52.test\n";
+my $OTHER = mktoken('other@t52.test') // die "no token for other\@t52.test\n";
 
-sub token {
-	my ($email) = @_;
-	my $r = admin($CONF_A, ['token', 'create', '--email', $email]);
-	die "token create $email: $r->{err}" if $r->{rc};
-	my ($t) = $r->{out} =~ /^(\S+)$/m or die "no token in: $r->{out}";
-	return $t;
-}
-
-my $POOL_A = pool_start($CONF_A, workers => 2);
-my $WEB_A = nginx_start(upstream => $POOL_A->addr);
-my $POOL_B = pool_start($CONF_B, workers => 2);
-my $WEB_B = nginx_start(upstream => $POOL_B->addr);
-my ($A, $B) = ($WEB_A->{url}, $WEB_B->{url});
+my $HOST_A = host_start($CONF_A, workers => 2);
+my $HOST_B = host_start($CONF_B, workers => 2);
+my ($A, $B) = ($HOST_A->{url}, $HOST_B->{url});
+my ($POOL_A, $POOL_B) = ($HOST_A->{pool}, $HOST_B->{pool});
+api_setup(bearer => $ADMIN);    # req($A or $B, ...) sends the admin token unless told otherwise
 
 # ------------------------------------------------------------ helpers --
-
-my $UA = HTTP::Tiny->new(timeout => 15, keep_alive => 0, agent => 'bloqr-t52/1',
-	proxy => undef, http_proxy => undef, https_proxy => undef, all_proxy => undef);
-
-# One request to base $base. Options: json (a body to encode), bearer
-# (default the admin token; undef for none).
-sub req {
-	my ($base, $m, $path, %o) = @_;
-	my %h;
-	my $bearer = exists $o{bearer} ? $o{bearer} : $ADMIN;
-	$h{Authorization} = "Bearer $bearer" if defined $bearer;
-	my %a = (headers => \%h);
-	if (exists $o{json}) {
-		$a{content} = $JSON->encode($o{json});
-		$h{'Content-Type'} = 'application/json';
-	}
-	my $r = $UA->request($m, $base . $path, \%a);
-	my %res = (status => $r->{status}, headers => $r->{headers} || {}, content => $r->{content} // '');
-	$res{json} = eval { $JSON->decode($res{content}) }
-	    if ($res{headers}{'content-type'} // '') =~ m{^application/json}i;
-	return \%res;
-}
-
-sub xc { $_[0]{headers}{'x-cache'} // '(none)' }
-
-sub show {
-	my ($r) = @_;
-	return "status $r->{status}, X-Cache " . xc($r) . ', Retry-After '
-	    . ($r->{headers}{'retry-after'} // '(none)') . ': ' . substr($r->{content}, 0, 400);
-}
-
-sub within {
-	my ($secs, $cond) = @_;
-	my $t0 = time;
-	my $ok = poll($secs, $cond, 0.1);
-	return $ok ? time - $t0 : undef;
-}
 
 # A 503 for a database outage: the JSON error shape and a Retry-After.
 sub unavailable_ok {
@@ -101,12 +45,6 @@ sub unavailable_ok {
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
 	json_error_ok($r, 503, undef, "$name: 503");
 	like($r->{headers}{'retry-after'} // '', qr/^\d+$/, "$name: Retry-After") or diag show($r);
-}
-
-sub listener_connected {
-	my ($base) = @_;
-	my $r = req($base, GET => '/api/admin/cache/status');
-	return $r->{status} == 200 && ref $r->{json} eq 'HASH' && $r->{json}{listener}{connected};
 }
 
 my $LIST = '/api/deployments?limit=50';
@@ -131,7 +69,7 @@ subtest 'warm both hosts' => sub {
 		for my $c ([$LIST, undef], ['/api/version', undef], ['/api/storage/warm%2Fa', $ADMIN],
 		    ['/api/compilations', $ADMIN]) {
 			my ($path, $bearer) = @$c;
-			my $got = within(5, sub { xc(req($base, GET => $path, bearer => $bearer)) eq 'HIT' });
+			my $got = within(5, sub { x_cache(req($base, GET => $path, bearer => $bearer)) eq 'HIT' });
 			ok(defined $got, "host $h: GET $path is a HIT") or diag show(req($base, GET => $path, bearer => $bearer));
 			$before{"$h $path"} = req($base, GET => $path, bearer => $bearer);
 		}
@@ -145,14 +83,14 @@ ok($PG->stop, 'PostgreSQL stopped');
 my $T_STOP = time;
 
 subtest 'host A during the outage: cached reads are STALE' => sub {
-	my $took = within(5, sub { xc(req($A, GET => $LIST, bearer => undef)) eq 'STALE' });
+	my $took = within(5, sub { x_cache(req($A, GET => $LIST, bearer => undef)) eq 'STALE' });
 	ok(defined $took, 'the deployment list turns STALE within 5 s') or diag show(req($A, GET => $LIST, bearer => undef));
 	for my $c ([$LIST, undef], ['/api/version', undef], ['/api/storage/warm%2Fa', $ADMIN],
 	    ['/api/compilations', $ADMIN]) {
 		my ($path, $bearer) = @$c;
 		my $r = req($A, GET => $path, bearer => $bearer);
 		is($r->{status}, 200, "GET $path: 200") or diag show($r);
-		is(xc($r), 'STALE', "GET $path: X-Cache STALE");
+		is(x_cache($r), 'STALE', "GET $path: X-Cache STALE");
 		is_deeply($r->{json}, $before{"A $path"}{json}, "GET $path: the data cached before");
 	}
 };
@@ -185,7 +123,7 @@ subtest 'host A during the outage: what needs PostgreSQL answers 503' => sub {
 };
 
 subtest 'host B (auth_grace = 0) during the outage' => sub {
-	my $took = within(5, sub { xc(req($B, GET => $LIST, bearer => undef)) eq 'STALE' });
+	my $took = within(5, sub { x_cache(req($B, GET => $LIST, bearer => undef)) eq 'STALE' });
 	ok(defined $took, 'B: the public list is 200 STALE') or diag show(req($B, GET => $LIST, bearer => undef));
 	unavailable_ok(req($B, GET => '/api/storage/warm%2Fa'), 'B: the cached admin storage read');
 	unavailable_ok(req($B, GET => '/api/compilations'), 'B: the cached compilations');
@@ -208,12 +146,12 @@ subtest 'recovery without a restart' => sub {
 		note(sprintf 'host %s recovered after %.1f s', $h, $took) if defined $took;
 		my $r = req($base, GET => $LIST, bearer => undef);
 		is($r->{status}, 200, "host $h: list 200");
-		like(xc($r), qr/^(?:MISS|HIT)$/, "host $h: list is MISS or HIT, not STALE");
-		ok(defined within(10, sub { xc(req($base, GET => $LIST, bearer => undef)) eq 'HIT' }),
+		like(x_cache($r), qr/^(?:MISS|HIT)$/, "host $h: list is MISS or HIT, not STALE");
+		ok(defined within(10, sub { x_cache(req($base, GET => $LIST, bearer => undef)) eq 'HIT' }),
 			"host $h: list HIT again within 10 s");
 		$r = req($base, GET => '/api/storage/warm%2Fa');
 		is($r->{status}, 200, "host $h: the admin storage read is 200") or diag show($r);
-		like(xc($r), qr/^(?:MISS|HIT)$/, "host $h: and MISS or HIT");
+		like(x_cache($r), qr/^(?:MISS|HIT)$/, "host $h: and MISS or HIT");
 	}
 	is_deeply([ $POOL_A->worker_pids ], \@pids_a, 'host A: still the same worker pids');
 	is_deeply([ $POOL_B->worker_pids ], \@pids_b, 'host B: the same worker pids');

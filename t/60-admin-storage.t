@@ -11,7 +11,7 @@ use strict;
 use warnings;
 use Test::More;
 use BloqrTest;
-use HTTP::Tiny;
+use BloqrTest::Api;
 use JSON::PP;
 use POSIX qw(strftime);
 use Time::HiRes qw(time sleep);
@@ -19,49 +19,10 @@ use Time::HiRes qw(time sleep);
 my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 
 my $S = stack(web => 'nginx', workers => 2);
-my ($URL, $PG, $CONF) = ($S->{url}, $S->{pg}, $S->{conf});
+my $PG = $S->{pg};
+api_setup(url => $S->{url}, pg => $PG, conf => $S->{conf}, timeout => 60);
 
 # ------------------------------------------------------------ helpers --
-
-my $UA = HTTP::Tiny->new(timeout => 60, keep_alive => 0, agent => 'bloqr-t60/1',
-	proxy => undef, http_proxy => undef, https_proxy => undef, all_proxy => undef);
-
-my ($ADMIN, $USER, $ADMIN_ID);
-
-# One request; options: json, body, bearer (default admin; undef none), base.
-sub req {
-	my ($m, $path, %o) = @_;
-	my %h;
-	my $bearer = exists $o{bearer} ? $o{bearer} : $ADMIN;
-	$h{Authorization} = "Bearer $bearer" if defined $bearer;
-	my %a = (headers => \%h);
-	if (exists $o{json}) {
-		$a{content} = $JSON->encode($o{json});
-		$h{'Content-Type'} = 'application/json';
-	} elsif (defined $o{body}) {
-		$a{content} = $o{body};
-		$h{'Content-Type'} = 'application/json';
-	}
-	my $r = $UA->request($m, ($o{base} // $URL) . $path, \%a);
-	my %res = (status => $r->{status}, headers => $r->{headers} || {}, content => $r->{content} // '');
-	$res{json} = eval { $JSON->decode($res{content}) }
-	    if ($res{headers}{'content-type'} // '') =~ m{^application/json}i;
-	return \%res;
-}
-
-sub sql {
-	my $o = $PG->psql($_[0]);
-	chomp $o;
-	return $o;
-}
-
-sub enc {
-	my ($s) = @_;
-	$s =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord $1)/ge;
-	return $s;
-}
-
-sub x_cache { $_[0]{headers}{'x-cache'} // '(none)' }
 
 sub ok_200 {
 	my ($r, $name) = @_;
@@ -82,17 +43,11 @@ my $ISO = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
 # ------------------------------------------------------- credentials --
 
-for ([ 'a@x.io', 'admin' ], [ 'u@x.io', 'user' ]) {
-	my ($email, $role) = @$_;
-	my $r = admin($CONF, [ 'user', 'create', '--email', $email, '--role', $role ]);
-	is($r->{rc}, 0, "user create $email ($role)") or diag $r->{err};
-	($ADMIN_ID) = ($r->{out} // '') =~ /^(\S+)/ if $role eq 'admin';
-	$r = admin($CONF, [ 'token', 'create', '--email', $email ]);
-	is($r->{rc}, 0, "token create $email") or diag $r->{err};
-	my ($t) = ($r->{out} // '') =~ /^(\S+)\n\z/;
-	if ($role eq 'admin') { $ADMIN = $t } else { $USER = $t }
-}
-BAIL_OUT('no admin token') unless defined $ADMIN;
+my $ADMIN_ID = mkuser('a@x.io', role => 'admin');
+mkuser('u@x.io', role => 'user');
+my $ADMIN = mktoken('a@x.io') // BAIL_OUT('no admin token');
+my $USER = mktoken('u@x.io');
+api_setup(bearer => $ADMIN);    # req sends it unless told otherwise
 
 my @ENDPOINTS = ([ GET => '/api/admin/storage/stats' ], [ POST => '/api/admin/storage/clear-expired' ],
 	[ POST => '/api/admin/storage/clear-cache' ], [ GET => '/api/admin/storage/export' ],
@@ -153,7 +108,7 @@ subtest 'stats count every row, expired ones too' => sub {
 	like($r->{json}{timestamp} // '', $ISO, 'timestamp ISO-8601 UTC');
 	like($r->{headers}{'cache-control'} // '', qr/no-store/, 'Cache-Control: no-store');
 	json_error_ok(req(GET => '/api/storage/exp/1'), 404, undef, 'an expired entry reads as 404 meanwhile');
-	json_error_ok(req(GET => '/api/filter-cache?source=' . enc('https://b.example/list.txt')), 404, undef,
+	json_error_ok(req(GET => '/api/filter-cache?source=' . pct_encode('https://b.example/list.txt')), 404, undef,
 		'an expired filter list reads as 404');
 	# a row that expires exactly now counts as expired
 	sql(q{INSERT INTO storage_entries (key, data, expires_at) VALUES ('edge', '1', now())});
@@ -189,7 +144,7 @@ subtest 'export' => sub {
 	ok(index($r->{content}, $RAW) >= 0, 'data exactly as it was given');
 
 	is(scalar @{ $j->{filter_cache} }, 2, 'both filter lists');
-	my $g = req(GET => '/api/filter-cache?source=' . enc('https://a.example/list.txt'));
+	my $g = req(GET => '/api/filter-cache?source=' . pct_encode('https://a.example/list.txt'));
 	is_deeply($j->{filter_cache}[0], $g->{json}{entry}, 'filter list as GET /api/filter-cache shows it');
 
 	$g = req(GET => '/api/compilations');
@@ -258,7 +213,7 @@ subtest 'clear-cache' => sub {
 		req(GET => '/api/storage/' . $k);
 		is(x_cache(req(GET => '/api/storage/' . $k)), 'HIT', "$k is cached");
 	}
-	my $f = '/api/filter-cache?source=' . enc('https://a.example/list.txt');
+	my $f = '/api/filter-cache?source=' . pct_encode('https://a.example/list.txt');
 	req(GET => $f);
 	is(x_cache(req(GET => $f)), 'HIT', 'the filter list is cached');
 	# Another host on the same PostgreSQL, with its own cache holding them.
@@ -300,9 +255,9 @@ subtest 'clear-cache' => sub {
 	is($a->[0]{actor}, $ADMIN_ID, 'by the admin');
 
 	# LIKE wildcards in keys are just characters
-	req(PUT => '/api/storage/' . enc('cache%'), json => { data => 1 });
-	req(PUT => '/api/storage/' . enc('cache_x'), json => { data => 1 });
-	req(PUT => '/api/storage/' . enc('cache/%'), json => { data => 1 });
+	req(PUT => '/api/storage/' . pct_encode('cache%'), json => { data => 1 });
+	req(PUT => '/api/storage/' . pct_encode('cache_x'), json => { data => 1 });
+	req(PUT => '/api/storage/' . pct_encode('cache/%'), json => { data => 1 });
 	$r = req(POST => '/api/admin/storage/clear-cache');
 	is($r->{json}{deleted}, 1, 'only cache/% went');
 	is(sql(q{SELECT string_agg(key, ',' ORDER BY key COLLATE "C") FROM storage_entries WHERE key LIKE 'cache%'}),

@@ -23,6 +23,10 @@ package BloqrTest;
 # (its path is printed). When a test fails, the tails of every log the
 # harness knows about (pool, web server, PostgreSQL) are printed via diag.
 #
+# Tests of the HTTP API add BloqrTest::Api (t/lib/BloqrTest/Api.pm): req()
+# with bearer tokens, cookies and source addresses, sql(), users and tokens
+# made with the CLI.
+#
 # `./dev up` uses dev_up() below, so the development stack is started by the
 # same code the tests exercise.
 
@@ -43,7 +47,7 @@ use Time::HiRes qw(time sleep);
 our @EXPORT = qw(
 	free_port pg_start write_conf migrate admin pool_start bg_start
 	nginx_start apache_start http poll run_cmd log_tail listening
-	builddir srcdir program workdir stack json_error_ok
+	builddir srcdir program workdir stack host_start json_error_ok within conf_value
 );
 
 # Never talk to a proxy: the servers under test are on loopback.
@@ -250,6 +254,15 @@ sub poll {
 	}
 }
 
+# Like poll, every 100 ms for at most $secs: the seconds it took until
+# $cond returned true, or undef when it never did.
+sub within {
+	my ($secs, $cond) = @_;
+	my $t0 = time;
+	my $ok = poll($secs, $cond, 0.1);
+	return $ok ? time - $t0 : undef;
+}
+
 # A TCP port on 127.0.0.1 that was free a moment ago.
 sub free_port {
 	my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
@@ -398,6 +411,19 @@ sub write_conf {
 	my $path = workdir() . "/bloqr-$n.conf";
 	_spew($path, join("\n", @out) . "\n");
 	return $path;
+}
+
+# The value of [section] key in an INI file such as write_conf's; dies
+# when there is none.
+sub conf_value {
+	my ($file, $section, $key) = @_;
+	open my $fh, '<', $file or die "$file: $!\n";
+	my $s = '';
+	while (<$fh>) {
+		$s = $1 if /^\s*\[\s*([^\]]+?)\s*\]/;
+		return $1 if $s eq $section && /^\s*\Q$key\E\s*=\s*(.*?)\s*$/;
+	}
+	die "$file has no [$section] $key\n";
 }
 
 # Run bloqr-admin -c $conf @args: { rc, out, err }. Options as run_cmd.
@@ -574,11 +600,48 @@ sub http {
 	return \%res;
 }
 
+# What an error body must never contain: pieces of the server's internals,
+# as opposed to words that merely name things (a request field called
+# "sql", "only statements that return rows"). Case-insensitive, except
+# where (?-i) says otherwise.
+our $LEAK_RE = qr{
+	# SQL statement text
+	  \bSELECT\s.{0,200}?\bFROM\s
+	| \bINSERT\s+INTO\b | \bUPDATE\s+\w+\s+SET\b | \bDELETE\s+FROM\b
+	| \bON\s+CONFLICT\b | \bRETURNING\s+[\w*]
+	# PostgreSQL's error reports as libpq formats them, and SQLSTATE codes
+	| (?-i:\b(?:ERROR|FATAL|PANIC|DETAIL|HINT|CONTEXT|STATEMENT|LINE\s\d+):\s)
+	| SQLSTATE | (?-i:\b[0-9A-Z]{2}P[0-9]{2}\b)
+	| (?-i:\b(?:0800[0136]|2200[1378]|2350[2-5]|23514|2500[16]|40001|4250[12]|42601|4270[34]|42804|42883|53300|57014)\b)
+	| could\s+not\s+connect\s+to\s+server | connection\s+to\s+server\s+(?:at|on\s+socket)
+	| server\s+closed\s+the\s+connection | \.s\.PGSQL\.\d+
+	# connection strings
+	| postgres(?:ql)?:// | \b(?:host|hostaddr|dbname|password|sslmode)=
+	# library internals
+	| libpq | (?-i:\bPQ[a-z]\w+) | sqlite3?_\w | database\s+is\s+locked | no\s+such\s+(?:table|column)
+	| file\s+is\s+not\s+a\s+database | database\s+disk\s+image\s+is\s+malformed
+	# source positions, file system paths, addresses
+	| \w\.[ch]:\d | \b\w+\.c:\s | /src/ | /tmp/ | /var/ | /etc/ | /usr/ | /home/ | /root/ | /proc/
+	| \b0x[0-9a-f]{8,}\b
+}xi;
+
+# PostgreSQL's own messages about a statement. Internals everywhere except
+# in the query console, which shows them for the caller's own statement
+# (json_error_ok(..., pg_message => 1)).
+our $PG_MESSAGE_RE = qr{
+	  syntax\s+error\s+at\s+or\s+near
+	| \b(?:relation|column|function|type|schema)\s+\\?"[^"\\]*\\?"\s+does\s+not\s+exist
+	| violates\s+(?:unique|foreign\s+key|check|not-null|exclusion)\s+constraint
+	| duplicate\s+key\s+value | current\s+transaction\s+is\s+aborted
+}xi;
+
 # Test that $r is an error answer: status $code, application/json,
 # {"success": false, "error": "<non-empty>"} (matching $re when given),
-# an X-Request-Id, and no internal detail (SQL, paths, connection strings).
+# an X-Request-Id, and no internal detail ($LEAK_RE: SQL text, PostgreSQL's
+# error reports and SQLSTATE codes, connection strings, source positions,
+# paths; and $PG_MESSAGE_RE unless pg_message => 1).
 sub json_error_ok {
-	my ($r, $code, $re, $name) = @_;
+	my ($r, $code, $re, $name, %opt) = @_;
 	my $tb = Test::Builder->new;
 	my @why;
 	push @why, "status $r->{status}, expected $code" if $r->{status} != $code;
@@ -596,28 +659,35 @@ sub json_error_ok {
 		    if $re && defined $j->{error} && $j->{error} !~ $re;
 	}
 	push @why, 'no X-Request-Id' unless length($r->{headers}{'x-request-id'} // '');
-	push @why, 'body reveals internals'
-	    if $r->{content} =~ m{\bSQL\b|SQLSTATE|\bSELECT\b|\bINSERT\b|postgres(?:ql)?://|host=/|\.c:\d+|/src/|/tmp/|libpq|sqlite3?_}i;
+	for my $leak ($LEAK_RE, $opt{pg_message} ? () : $PG_MESSAGE_RE) {
+		push @why, "body reveals internals: '$1'" if $r->{content} =~ /($leak)/;
+	}
 	my $ok = $tb->ok(!@why, $name // "$code JSON error");
 	$tb->diag(join("\n", @why) . "\nbody: " . substr($r->{content}, 0, 500)) unless $ok;
 	return $ok;
 }
 
 # The usual stack for one test: PostgreSQL, a conf (conf => {overrides}),
-# migrations, the pool (workers => N, default 2) and a web server
-# (web => 'nginx' (default), 'apache' or 'none'). Returns a hash:
+# migrations, and a host_start (options workers, web). Returns a hash:
 # { pg, conf, pool, web, url } (url = the web server's base URL).
 sub stack {
 	my (%o) = @_;
 	my $pg = pg_start();
 	my $conf = write_conf(%{ $o{conf} || {} });
 	migrate($conf);
+	return { pg => $pg, conf => $conf, %{ host_start($conf, %o) } };
+}
+
+# One host for a conf whose database is ready: the pool (workers => N,
+# default 2) behind a web server (web => 'nginx' (default), 'apache' or
+# 'none'). Returns { pool, web, url } (url = the web server's base URL).
+sub host_start {
+	my ($conf, %o) = @_;
 	my $pool = pool_start($conf, workers => $o{workers} // 2);
 	my $kind = $o{web} // 'nginx';
 	my $web = $kind eq 'nginx' ? nginx_start(upstream => $pool->addr)
 	    : $kind eq 'apache' ? apache_start(upstream => $pool->addr) : undef;
-	return { pg => $pg, conf => $conf, pool => $pool, web => $web,
-		url => $web ? $web->{url} : undef };
+	return { pool => $pool, web => $web, url => $web ? $web->{url} : undef };
 }
 
 # --- cleanup -------------------------------------------------------------

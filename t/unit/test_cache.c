@@ -30,6 +30,7 @@
 
 #include "buf.h"
 #include "cache.h"
+#include "text.h"
 #include "deployments.h"
 #include "log.h"
 #include "pg.h"
@@ -1085,12 +1086,12 @@ static void test_notifications(void)
 			const char *hash;
 			struct cache_cred cr;
 		} creds[] = {
-			{ "hash-a1", { 's', "sess-a1", "user-a", "admin", false, 1893456000000, 1700000000000 } },
-			{ "hash-a2", { 't', "tok-a2", "user-a", "admin", false, 0, 1700000000001 } },
-			{ "hash-b1", { 's', "sess-b1", "user-b", "readonly", true, 1893456000002, 1700000000002 } },
+			{ "hash-a1", { 's', "sess-a1", "user-a", "admin", false, 1893456000000, 1700000000000, false } },
+			{ "hash-a2", { 't', "tok-a2", "user-a", "admin", false, 0, 1700000000001, false } },
+			{ "hash-b1", { 's', "sess-b1", "user-b", "readonly", true, 1893456000002, 1700000000002, false } },
 		};
 		struct cache_cred got;
-		uint64_t g = cache_gen(c, CACHE_CREDENTIALS);
+		int64_t g = text_now_ms();   /* a lookup that began now */
 
 		for (size_t i = 0; i < 3; i++) {
 			cache_cred_put(c, creds[i].hash, &creds[i].cr, g);
@@ -1107,7 +1108,7 @@ static void test_notifications(void)
 		is_int(cache_cred_get(c, "hash-a2", &got), 0, "users:user-a: its token dropped");
 		is_int(cache_cred_get(c, "hash-b1", &got), 1, "users:user-a: user-b's session kept");
 		cache_cred_put(c, "hash-a3", &creds[0].cr, g);
-		is_int(cache_cred_get(c, "hash-a3", &got), 0, "a credential read before the change is not kept (old gen)");
+		is_int(cache_cred_get(c, "hash-a3", &got), 0, "a credential read before the change is not kept");
 		p[0] = (char *)"sessions:hash-b1";
 		is_int(cache_apply_notifications(c, g_pg, p, 1), 0, "sessions:hash-b1 applied");
 		is_int(cache_cred_get(c, "hash-b1", &got), 0, "sessions:hash-b1: dropped");
@@ -1160,7 +1161,7 @@ static void test_mark_all_stale(void)
 	const size_t nrows = sizeof rows / sizeof rows[0];
 	const char *path = new_path("markstale");
 	struct cache *c = cache_open(path, 300, true);
-	struct cache_cred cr = { 's', "sess", "user-x", "user", false, 0, 1 }, got;
+	struct cache_cred cr = { 's', "sess", "user-x", "user", false, 0, 1, false }, got;
 	enum cache_outcome how;
 	char *body, *text;
 	long n;
@@ -1178,7 +1179,7 @@ static void test_mark_all_stale(void)
 		    cache_table_name(rows[i].t), rows[i].key, g_last);
 		free(body);
 	}
-	cache_cred_put(c, "hash-x", &cr, cache_gen(c, CACHE_CREDENTIALS));
+	cache_cred_put(c, "hash-x", &cr, text_now_ms());
 	is_int(cache_cred_get(c, "hash-x", &got), 1, "before: credential cached");
 
 	is_int(cache_mark_all_stale(c), 0, "cache_mark_all_stale");
@@ -1215,7 +1216,7 @@ static void test_rebuild_verify(void)
 {
 	const char *path = new_path("rebuild");
 	struct cache *c = cache_open(path, 300, true);
-	struct cache_cred cr = { 's', "sess", "user-x", "user", false, 0, 1 }, got;
+	struct cache_cred cr = { 's', "sess", "user-x", "user", false, 0, 1, false }, got;
 	struct cache_table_status st;
 	struct buf report = BUF_INIT;
 	long rows[CACHE_NTABLES], want[CACHE_NTABLES] = { 0 };
@@ -1228,7 +1229,7 @@ static void test_rebuild_verify(void)
 	free(body);
 	get(c, g_pg, CACHE_FILTERS, "https://f.example/a.txt", &body, &how);
 	free(body);
-	cache_cred_put(c, "hash-x", &cr, cache_gen(c, CACHE_CREDENTIALS));
+	cache_cred_put(c, "hash-x", &cr, text_now_ms());
 
 	want[CACHE_DEPLOYMENTS] = sql_long("SELECT count(*) FROM deployment_history");
 	want[CACHE_COMPILATIONS] = sql_long("SELECT count(*) FROM compilation_metadata");
