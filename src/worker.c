@@ -207,38 +207,78 @@ send:
 	app->served++;
 }
 
-/* ---- FastCGI transport ---- */
+/* ---- FastCGI transport ----
+ * Parameters and the body come through libfcgi; the answer does not: it is
+ * gathered here and framed as FastCGI records (STDOUT…, an empty STDOUT,
+ * END_REQUEST) sent in one write. libfcgi would send it in 8 KiB pieces,
+ * and the web server would read each piece on its own. */
+struct fcgi_ctx {
+	FCGX_Request r;
+	struct buf out;    /* the response as the handler wrote it */
+	struct buf wire;   /* the same, framed */
+};
 
 static const char *fcgi_param(void *ctx, const char *name)
 {
-	FCGX_Request *r = ctx;
+	struct fcgi_ctx *f = ctx;
 
-	return FCGX_GetParam(name, r->envp);
+	return FCGX_GetParam(name, f->r.envp);
 }
 
 static long fcgi_read(void *ctx, char *buf, size_t n)
 {
-	FCGX_Request *r = ctx;
+	struct fcgi_ctx *f = ctx;
 	int got;
 
 	if (n > 1 << 30)
 		n = 1 << 30;
-	got = FCGX_GetStr(buf, (int)n, r->in);
-	if (got == 0 && FCGX_GetError(r->in) != 0)
+	got = FCGX_GetStr(buf, (int)n, f->r.in);
+	if (got == 0 && FCGX_GetError(f->r.in) != 0)
 		return -1;
 	return got;
 }
 
 static int fcgi_write(void *ctx, const char *buf, size_t n)
 {
-	FCGX_Request *r = ctx;
+	struct fcgi_ctx *f = ctx;
 
-	while (n > 0) {
-		int chunk = n > 1 << 30 ? 1 << 30 : (int)n;
-		if (FCGX_PutStr(buf, chunk, r->out) != chunk)
+	return buf_append(&f->out, buf, n);
+}
+
+static void record_header(struct buf *w, unsigned type, unsigned id, size_t len)
+{
+	unsigned char h[8] = { 1, (unsigned char)type, (unsigned char)(id >> 8), (unsigned char)id,
+		(unsigned char)(len >> 8), (unsigned char)len, 0, 0 };
+
+	buf_append(w, h, sizeof h);
+}
+
+/* Frame f->out for request id and write it all to fd. */
+static int fcgi_send(struct fcgi_ctx *f, int fd)
+{
+	static const unsigned char end_body[8] = { 0 };   /* app status 0, REQUEST_COMPLETE */
+	unsigned id = (unsigned)f->r.requestId;
+	size_t off = 0;
+
+	buf_reset(&f->wire);
+	while (off < f->out.len) {
+		size_t n = f->out.len - off > 65535 ? 65535 : f->out.len - off;
+		record_header(&f->wire, 6 /* FCGI_STDOUT */, id, n);
+		buf_append(&f->wire, f->out.data + off, n);
+		off += n;
+	}
+	record_header(&f->wire, 6, id, 0);
+	record_header(&f->wire, 3 /* FCGI_END_REQUEST */, id, sizeof end_body);
+	buf_append(&f->wire, end_body, sizeof end_body);
+	if (f->wire.oom)
+		return -1;
+	for (off = 0; off < f->wire.len;) {
+		ssize_t w = write(fd, f->wire.data + off, f->wire.len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
 			return -1;
-		buf += chunk;
-		n -= (size_t)chunk;
+		off += (size_t)w;
 	}
 	return 0;
 }
@@ -281,8 +321,9 @@ static int next_connection(int listen_fd, const sigset_t *waitmask, bool tcp)
  * close that waits for the web server, and a clean stop (see above). */
 int worker_run_fcgi(struct app *app, int listen_fd)
 {
-	FCGX_Request r;
-	struct http_io io = { &r, fcgi_param, fcgi_read, fcgi_write };
+	struct fcgi_ctx f = { .out = BUF_INIT, .wire = BUF_INIT };
+	FCGX_Request *rq = &f.r;
+	struct http_io io = { &f, fcgi_param, fcgi_read, fcgi_write };
 	long max = app->conf->pool_max_requests;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
@@ -305,7 +346,7 @@ int worker_run_fcgi(struct app *app, int listen_fd)
 	/* libfcgi is given no listening socket: if it ever wants to accept one
 	 * itself, it fails at once instead of blocking. */
 	none = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (none < 0 || FCGX_Init() != 0 || FCGX_InitRequest(&r, none, 0) != 0) {
+	if (none < 0 || FCGX_Init() != 0 || FCGX_InitRequest(rq, none, 0) != 0) {
 		log_error("worker: cannot initialise FastCGI");
 		if (none >= 0)
 			close(none);
@@ -313,26 +354,29 @@ int worker_run_fcgi(struct app *app, int listen_fd)
 	}
 	while ((fd = next_connection(listen_fd, &waitmask, tcp)) >= 0) {
 		/* An open connection that libfcgi must neither accept nor close. */
-		r.ipcFd = fd;
-		r.keepConnection = 1;
-		if (FCGX_Accept_r(&r) < 0) {
+		rq->ipcFd = fd;
+		rq->keepConnection = 1;
+		if (FCGX_Accept_r(rq) < 0) {
 			/* Not a FastCGI request (libfcgi closed it). */
-			r.ipcFd = -1;
+			rq->ipcFd = -1;
 			continue;
 		}
+		buf_reset(&f.out);
 		worker_handle(app, &io);
 		/* Read what is left of the body, so closing sends no reset that
 		 * could cut off the response. */
 		for (size_t left = 16u << 20; left > 0;) {
-			int n = FCGX_GetStr(tmp, sizeof tmp, r.in);
+			int n = FCGX_GetStr(tmp, sizeof tmp, rq->in);
 			if (n <= 0)
 				break;
 			left = (size_t)n >= left ? 0 : left - (size_t)n;
 		}
-		r.keepConnection = 1;
-		FCGX_Finish_r(&r);
+		if (fcgi_send(&f, fd) < 0)
+			log_info("worker: the web server went away before the response was written");
+		/* Free the request's streams without libfcgi writing anything. */
+		FCGX_Free(rq, 0);
 		close(fd);
-		r.ipcFd = -1;
+		rq->ipcFd = -1;
 		if (max > 0 && app->served >= (unsigned long long)max) {
 			log_info("worker: served %llu requests (max_requests), recycling", app->served);
 			break;
@@ -340,8 +384,10 @@ int worker_run_fcgi(struct app *app, int listen_fd)
 	}
 	if (!stop_flag && (max <= 0 || app->served < (unsigned long long)max))
 		rc = -1;
-	FCGX_Free(&r, 0);
+	FCGX_Free(rq, 0);
 	close(none);
+	buf_free(&f.out);
+	buf_free(&f.wire);
 	return rc;
 }
 
