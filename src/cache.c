@@ -3,7 +3,6 @@
 #include "cache.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,20 +334,26 @@ static void cache_fail(struct cache *c, int t, int rc)
 	}
 }
 
-/* The first 16 bytes of every SQLite database file. */
-static bool header_ok(const char *path)
+/* Whether the file still starts like an SQLite database. Read through
+ * SQLite's own descriptor: opening and closing another descriptor on the
+ * file would drop every POSIX lock this process holds on it, and another
+ * process closing the database would then take itself for the last user
+ * and delete the WAL the workers still write. */
+static bool header_ok(struct cache *c)
 {
 	static const char magic[16] = "SQLite format 3";   /* and its NUL */
+	sqlite3_file *f = NULL;
 	char head[16];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	int rc;
 
-	if (fd < 0)
-		return errno != ENOENT;   /* unreadable is not proof of damage */
-	n = pread(fd, head, sizeof head, 0);
-	close(fd);
-	/* Empty is fine: in WAL mode a new database may live in -wal alone. */
-	return n == 0 || n < 0 || (n == (ssize_t)sizeof head && memcmp(head, magic, sizeof head) == 0);
+	if (sqlite3_file_control(c->db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK ||
+	    f == NULL || f->pMethods == NULL)
+		return true;
+	rc = f->pMethods->xRead(f, head, sizeof head, 0);
+	/* Short read: empty (a new WAL database may live in -wal alone). */
+	if (rc == SQLITE_IOERR_SHORT_READ)
+		return true;
+	return rc != SQLITE_OK || memcmp(head, magic, sizeof head) == 0;
 }
 
 /* Ready to use: open, and still the file at path (noticed at most once a
@@ -367,7 +372,7 @@ static bool usable(struct cache *c)
 			log_warn("cache: %s was removed or replaced; reopening", c->path);
 			close_db(c);
 			c->next_open_ms = 0;
-		} else if (!header_ok(c->path)) {
+		} else if (!header_ok(c)) {
 			/* Overwritten in place: SQLite may go on answering from its
 			 * page cache for a while; don't wait for it to notice. */
 			log_warn("cache: %s is no longer an SQLite file; rebuilding it", c->path);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonx.h"
 #include "log.h"
 #include "pg.h"
 #include "text.h"
@@ -109,85 +110,38 @@ static const char *val(const PGresult *r, int i, int c)
 	return PQgetisnull(r, i, c) ? NULL : PQgetvalue(r, i, c);
 }
 
-/* s as a JSON string (NULL: null). Text from PostgreSQL is valid UTF-8, so
- * only quotes, backslashes and control characters need escaping. */
-static void put_str(struct buf *b, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	const char *run;
 
-	if (s == NULL) {
-		buf_puts(b, "null");
-		return;
-	}
-	buf_puts(b, "\"");
-	for (run = s; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-		char esc[7] = { '\\', 0, 0, 0, 0, 0, 0 };
-		size_t n = 2;
-
-		if (ch >= 0x20 && ch != '"' && ch != '\\')
-			continue;
-		buf_append(b, run, (size_t)(s - run));
-		run = s + 1;
-		switch (ch) {
-		case '"': esc[1] = '"'; break;
-		case '\\': esc[1] = '\\'; break;
-		case '\n': esc[1] = 'n'; break;
-		case '\r': esc[1] = 'r'; break;
-		case '\t': esc[1] = 't'; break;
-		case '\b': esc[1] = 'b'; break;
-		case '\f': esc[1] = 'f'; break;
-		default:
-			memcpy(esc + 1, "u00", 3);
-			esc[4] = hex[ch >> 4];
-			esc[5] = hex[ch & 15];
-			n = 6;
-			break;
-		}
-		buf_append(b, esc, n);
-	}
-	buf_append(b, run, (size_t)(s - run));
-	buf_puts(b, "\"");
-}
-
-/* A value that is already JSON text (a number from PostgreSQL, a jsonb
- * value's text), or null. */
-static void put_raw(struct buf *b, const char *s)
-{
-	buf_puts(b, s ? s : "null");
-}
 
 /* Append the API object of row i to b (b->oom tells of failure). */
 static void put_body(struct buf *b, const PGresult *r, int i)
 {
 	buf_puts(b, "{\"id\":");
-	put_str(b, val(r, i, C_ID));
+	jsonx_buf_str(b, val(r, i, C_ID));
 	buf_puts(b, ",\"version\":");
-	put_str(b, val(r, i, C_VERSION));
+	jsonx_buf_str(b, val(r, i, C_VERSION));
 	buf_puts(b, ",\"buildNumber\":");
-	put_raw(b, val(r, i, C_BUILD));
+	jsonx_buf_raw(b, val(r, i, C_BUILD));
 	buf_puts(b, ",\"fullVersion\":");
-	put_str(b, val(r, i, C_FULL));
+	jsonx_buf_str(b, val(r, i, C_FULL));
 	buf_puts(b, ",\"gitCommit\":");
-	put_str(b, val(r, i, C_COMMIT));
+	jsonx_buf_str(b, val(r, i, C_COMMIT));
 	buf_puts(b, ",\"gitBranch\":");
-	put_str(b, val(r, i, C_BRANCH));
+	jsonx_buf_str(b, val(r, i, C_BRANCH));
 	buf_puts(b, ",\"deployedAt\":");
-	put_str(b, val(r, i, C_AT));
+	jsonx_buf_str(b, val(r, i, C_AT));
 	buf_puts(b, ",\"deployedBy\":");
-	put_str(b, val(r, i, C_BY));
+	jsonx_buf_str(b, val(r, i, C_BY));
 	buf_puts(b, ",\"status\":");
-	put_str(b, val(r, i, C_STATUS));
+	jsonx_buf_str(b, val(r, i, C_STATUS));
 	buf_puts(b, ",\"deploymentDuration\":");
-	put_raw(b, val(r, i, C_DURATION));
+	jsonx_buf_raw(b, val(r, i, C_DURATION));
 	buf_puts(b, ",\"workflowRunId\":");
-	put_str(b, val(r, i, C_RUN_ID));
+	jsonx_buf_str(b, val(r, i, C_RUN_ID));
 	buf_puts(b, ",\"workflowRunUrl\":");
-	put_str(b, val(r, i, C_RUN_URL));
+	jsonx_buf_str(b, val(r, i, C_RUN_URL));
 	/* jsonb's own text is valid JSON: embedded as is, never re-parsed. */
 	buf_puts(b, ",\"metadata\":");
-	put_raw(b, val(r, i, C_META));
+	jsonx_buf_raw(b, val(r, i, C_META));
 	buf_puts(b, "}");
 }
 

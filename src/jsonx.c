@@ -405,3 +405,53 @@ int jsonx_add_double(struct json_object *obj, const char *key, double d)
 	v = json_object_new_double_s(d, tmp);
 	return v ? jsonx_add(obj, key, v) : -1;
 }
+
+/* Append s as a JSON string (null for NULL), escaped as json-c does with
+ * JSON_C_TO_STRING_NOSLASHESCAPE, without a json-c object per field. Text
+ * from PostgreSQL is valid UTF-8 (the database encoding), passed as is. */
+void jsonx_buf_str(struct buf *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const char *run;
+
+	if (s == NULL) {
+		buf_puts(b, "null");
+		return;
+	}
+	buf_append(b, "\"", 1);
+	for (run = s; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		char esc[7] = "\\u00";
+		const char *e = NULL;
+
+		switch (c) {
+		case '"': e = "\\\""; break;
+		case '\\': e = "\\\\"; break;
+		case '\b': e = "\\b"; break;
+		case '\f': e = "\\f"; break;
+		case '\n': e = "\\n"; break;
+		case '\r': e = "\\r"; break;
+		case '\t': e = "\\t"; break;
+		default:
+			if (c < 0x20) {
+				esc[4] = hex[c >> 4];
+				esc[5] = hex[c & 15];
+				esc[6] = '\0';
+				e = esc;
+			}
+		}
+		if (e) {
+			buf_append(b, run, (size_t)(s - run));
+			buf_puts(b, e);
+			run = s + 1;
+		}
+	}
+	buf_append(b, run, (size_t)(s - run));
+	buf_append(b, "\"", 1);
+}
+
+/* Append raw JSON text (already valid: a json value, an integer) or null. */
+void jsonx_buf_raw(struct buf *b, const char *s)
+{
+	buf_puts(b, s ? s : "null");
+}

@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "buf.h"
+
 #define JSONX_MAX_DEPTH 32
 
 /* Parse s[0..n) as exactly one JSON value (RFC 8259, no comments, no
@@ -37,5 +39,12 @@ int jsonx_add_int(struct json_object *obj, const char *key, long long v);
 int jsonx_add_bool(struct json_object *obj, const char *key, bool v);
 int jsonx_add_double(struct json_object *obj, const char *key, double v);
 int jsonx_add(struct json_object *obj, const char *key, struct json_object *val);
+
+/* Append s to b as a JSON string (null for NULL), escaped exactly as
+ * jsonx_dump escapes strings, for building API objects by concatenation.
+ * s must be valid UTF-8 (text from PostgreSQL is). */
+void jsonx_buf_str(struct buf *b, const char *s);
+/* Append text that already is JSON (a number, a json value), or null. */
+void jsonx_buf_raw(struct buf *b, const char *s);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonx.h"
 #include "log.h"
 #include "pg.h"
 #include "text.h"
@@ -71,71 +72,21 @@ static const char *val(const PGresult *r, int i, int c)
 	return PQgetisnull(r, i, c) ? NULL : PQgetvalue(r, i, c);
 }
 
-/* Append s as a JSON string (null for NULL), escaped as json-c does with
- * JSON_C_TO_STRING_NOSLASHESCAPE, without a json-c object per field. Text
- * from PostgreSQL is valid UTF-8 (the database encoding), passed as is. */
-static void put_str(struct buf *b, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	const char *run;
-
-	if (s == NULL) {
-		buf_puts(b, "null");
-		return;
-	}
-	buf_append(b, "\"", 1);
-	for (run = s; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		char esc[7] = "\\u00";
-		const char *e = NULL;
-
-		switch (c) {
-		case '"': e = "\\\""; break;
-		case '\\': e = "\\\\"; break;
-		case '\b': e = "\\b"; break;
-		case '\f': e = "\\f"; break;
-		case '\n': e = "\\n"; break;
-		case '\r': e = "\\r"; break;
-		case '\t': e = "\\t"; break;
-		default:
-			if (c < 0x20) {
-				esc[4] = hex[c >> 4];
-				esc[5] = hex[c & 15];
-				esc[6] = '\0';
-				e = esc;
-			}
-		}
-		if (e) {
-			buf_append(b, run, (size_t)(s - run));
-			buf_puts(b, e);
-			run = s + 1;
-		}
-	}
-	buf_append(b, run, (size_t)(s - run));
-	buf_append(b, "\"", 1);
-}
-
-/* Append raw JSON text (already valid: a json value, an integer) or null. */
-static void put_raw(struct buf *b, const char *s)
-{
-	buf_puts(b, s ? s : "null");
-}
-
 /* {key, data, createdAt, updatedAt, expiresAt, tags} from STORAGE_COLUMNS. */
 static void storage_body(struct buf *b, const PGresult *r, int i)
 {
 	buf_puts(b, "{\"key\":");
-	put_str(b, val(r, i, 0));
+	jsonx_buf_str(b, val(r, i, 0));
 	buf_puts(b, ",\"data\":");
-	put_raw(b, val(r, i, 1));
+	jsonx_buf_raw(b, val(r, i, 1));
 	buf_puts(b, ",\"createdAt\":");
-	put_str(b, val(r, i, 2));
+	jsonx_buf_str(b, val(r, i, 2));
 	buf_puts(b, ",\"updatedAt\":");
-	put_str(b, val(r, i, 3));
+	jsonx_buf_str(b, val(r, i, 3));
 	buf_puts(b, ",\"expiresAt\":");
-	put_str(b, val(r, i, 4));
+	jsonx_buf_str(b, val(r, i, 4));
 	buf_puts(b, ",\"tags\":");
-	put_raw(b, val(r, i, 5));
+	jsonx_buf_raw(b, val(r, i, 5));
 	buf_puts(b, "}");
 }
 
@@ -143,19 +94,19 @@ static void storage_body(struct buf *b, const PGresult *r, int i)
 static void filter_body(struct buf *b, const PGresult *r, int i)
 {
 	buf_puts(b, "{\"source\":");
-	put_str(b, val(r, i, 0));
+	jsonx_buf_str(b, val(r, i, 0));
 	buf_puts(b, ",\"content\":");
-	put_str(b, val(r, i, 1));
+	jsonx_buf_str(b, val(r, i, 1));
 	buf_puts(b, ",\"hash\":");
-	put_str(b, val(r, i, 2));
+	jsonx_buf_str(b, val(r, i, 2));
 	buf_puts(b, ",\"etag\":");
-	put_str(b, val(r, i, 3));
+	jsonx_buf_str(b, val(r, i, 3));
 	buf_puts(b, ",\"createdAt\":");
-	put_str(b, val(r, i, 4));
+	jsonx_buf_str(b, val(r, i, 4));
 	buf_puts(b, ",\"updatedAt\":");
-	put_str(b, val(r, i, 5));
+	jsonx_buf_str(b, val(r, i, 5));
 	buf_puts(b, ",\"expiresAt\":");
-	put_str(b, val(r, i, 6));
+	jsonx_buf_str(b, val(r, i, 6));
 	buf_puts(b, "}");
 }
 
@@ -163,19 +114,19 @@ static void filter_body(struct buf *b, const PGresult *r, int i)
 static void compilation_body(struct buf *b, const PGresult *r, int i)
 {
 	buf_puts(b, "{\"id\":");
-	put_str(b, val(r, i, 0));
+	jsonx_buf_str(b, val(r, i, 0));
 	buf_puts(b, ",\"configName\":");
-	put_str(b, val(r, i, 1));
+	jsonx_buf_str(b, val(r, i, 1));
 	buf_puts(b, ",\"timestamp\":");
-	put_str(b, val(r, i, 2));
+	jsonx_buf_str(b, val(r, i, 2));
 	buf_puts(b, ",\"sourceCount\":");
-	put_raw(b, val(r, i, 3));
+	jsonx_buf_raw(b, val(r, i, 3));
 	buf_puts(b, ",\"ruleCount\":");
-	put_raw(b, val(r, i, 4));
+	jsonx_buf_raw(b, val(r, i, 4));
 	buf_puts(b, ",\"duration\":");
-	put_raw(b, val(r, i, 5));
+	jsonx_buf_raw(b, val(r, i, 5));
 	buf_puts(b, ",\"outputPath\":");
-	put_str(b, val(r, i, 6));
+	jsonx_buf_str(b, val(r, i, 6));
 	buf_puts(b, "}");
 }
 

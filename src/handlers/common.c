@@ -146,3 +146,19 @@ oom:
 	json_object_put(o);
 	http_error(res, 500, "Out of memory");
 }
+
+void h_reply_raw(struct http_response *res, int status, const char *name, const char *obj)
+{
+	buf_reset(&res->body);
+	buf_puts(&res->body, "{\"success\":true,\"");
+	buf_puts(&res->body, name);
+	buf_puts(&res->body, "\":");
+	buf_puts(&res->body, obj);
+	buf_puts(&res->body, "}");
+	if (res->body.oom) {
+		http_error(res, 500, "Out of memory");
+		return;
+	}
+	res->status = status;
+	res->content_type = NULL;
+}

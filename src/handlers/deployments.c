@@ -262,21 +262,6 @@ static int audit_tx(struct pg *pg, const struct cache_row *row, void *ctx)
 	return rc;
 }
 
-/* {success, deployment: body} with status, by concatenation: the body is
- * already the API object. */
-static void reply_deployment(struct http_response *res, int status, const char *body)
-{
-	buf_reset(&res->body);
-	buf_puts(&res->body, "{\"success\":true,\"deployment\":");
-	buf_puts(&res->body, body);
-	buf_puts(&res->body, "}");
-	if (res->body.oom) {
-		http_error(res, 500, "Out of memory");
-		return;
-	}
-	res->status = status;
-	res->content_type = NULL;
-}
 
 /* A required text field: present, a string, valid per deployments_text_valid. */
 static int required_text(struct json_object *body, const char *field, size_t max, const char **out,
@@ -390,7 +375,7 @@ void h_deployments_create(struct app *app, struct http_request *req, struct http
 		goto out;
 	}
 	cache_written(app->cache, CACHE_DEPLOYMENTS, &row, gen);
-	reply_deployment(res, 201, row.body);
+	h_reply_raw(res, 201, "deployment", row.body);
 out:
 	cache_row_free(&row);
 	json_object_put(body);
@@ -417,7 +402,7 @@ void h_deployments_rollback(struct app *app, struct http_request *req, struct ht
 		http_error(res, 404, "Deployment not found");
 	} else {
 		cache_written(app->cache, CACHE_DEPLOYMENTS, &row, gen);
-		reply_deployment(res, 200, row.body);
+		h_reply_raw(res, 200, "deployment", row.body);
 	}
 	cache_row_free(&row);
 }

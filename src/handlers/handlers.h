@@ -78,6 +78,9 @@ int h_query_long(const struct http_request *req, struct http_response *res, cons
  * when malformed or too long. */
 int h_query_str(const struct http_request *req, struct http_response *res, const char *name,
     size_t maxlen, const char **out);
+/* status {"success":true,"<name>":obj} where obj is JSON text already (a
+ * cached body): copied, never parsed. */
+void h_reply_raw(struct http_response *res, int status, const char *name, const char *obj);
 /* One API object from row i of a result. */
 typedef struct json_object *(*h_row_fn)(const PGresult *r, int i);
 /* 200 {success, <key>:[fn(row)…], total, limit, offset} (a negative number

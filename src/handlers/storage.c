@@ -16,23 +16,6 @@
 
 /* ------------------------------------------------------------ helpers -- */
 
-/* status {"success":true,"<name>":<obj>}: obj is JSON text made by the
- * store or the cache, copied without a json-c round trip. */
-static void reply_raw(struct http_response *res, int status, const char *name, const char *obj)
-{
-	buf_reset(&res->body);
-	buf_puts(&res->body, "{\"success\":true,\"");
-	buf_puts(&res->body, name);
-	buf_puts(&res->body, "\":");
-	buf_puts(&res->body, obj);
-	buf_puts(&res->body, "}");
-	if (res->body.oom) {
-		http_error(res, 500, "Out of memory");
-		return;
-	}
-	res->status = status;
-	res->content_type = NULL;
-}
 
 static void x_cache(struct http_response *res, enum cache_outcome how)
 {
@@ -295,7 +278,7 @@ static void get_entry(struct app *app, struct http_response *res, enum cache_tbl
 	else if (body == NULL)
 		http_error(res, 404, "%s not found", what);
 	else
-		reply_raw(res, 200, "entry", body);
+		h_reply_raw(res, 200, "entry", body);
 	x_cache(res, how);
 	free(body);
 }
@@ -345,7 +328,7 @@ void h_storage_put(struct app *app, struct http_request *req, struct http_respon
 		goto out;
 	}
 	cache_written(app->cache, CACHE_STORAGE, &row, gen);
-	reply_raw(res, created ? 201 : 200, "entry", row.body);
+	h_reply_raw(res, created ? 201 : 200, "entry", row.body);
 out:
 	cache_row_free(&row);
 	json_object_put(body);
@@ -373,7 +356,7 @@ void h_storage_delete(struct app *app, struct http_request *req, struct http_res
 	if (rc == 0 || expired)
 		http_error(res, 404, "Storage entry not found");
 	else
-		reply_raw(res, 200, "entry", row.body);
+		h_reply_raw(res, 200, "entry", row.body);
 out:
 	cache_row_free(&row);
 }
@@ -428,7 +411,7 @@ void h_filter_put(struct app *app, struct http_request *req, struct http_respons
 		goto out;
 	}
 	cache_written(app->cache, CACHE_FILTERS, &row, gen);
-	reply_raw(res, created ? 201 : 200, "entry", row.body);
+	h_reply_raw(res, created ? 201 : 200, "entry", row.body);
 out:
 	cache_row_free(&row);
 	json_object_put(body);
@@ -471,7 +454,7 @@ void h_compilations_create(struct app *app, struct http_request *req, struct htt
 		goto out;
 	}
 	cache_written(app->cache, CACHE_COMPILATIONS, &row, gen);
-	reply_raw(res, 201, "compilation", row.body);
+	h_reply_raw(res, 201, "compilation", row.body);
 out:
 	cache_row_free(&row);
 	json_object_put(body);

@@ -92,5 +92,26 @@ int main(void)
 	is_str(jsonx_dump(o, NULL), "{\"url\":\"https://a/b\",\"ms\":0.123,\"none\":null}",
 	    "compact output, slashes unescaped, 3 decimals");
 	json_object_put(o);
+	{
+		/* Bodies built by concatenation must match json-c's escaping. */
+		static const char *const samples[] = { "plain", "q\"uote\\back/slash", "tab\tnl\ncr\rbs\bff\f",
+			"\x01\x1f\x7f", "caf\xc3\xa9 \xe2\x82\xac", "" };
+		for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
+			struct buf sb = BUF_INIT;
+			struct json_object *js = json_object_new_string(samples[i]);
+			jsonx_buf_str(&sb, samples[i]);
+			is_str(sb.data, jsonx_dump(js, NULL), "jsonx_buf_str matches json-c for sample %zu", i);
+			json_object_put(js);
+			buf_free(&sb);
+		}
+		{
+			struct buf sb = BUF_INIT;
+			jsonx_buf_str(&sb, NULL);
+			jsonx_buf_raw(&sb, NULL);
+			jsonx_buf_raw(&sb, "[1]");
+			is_str(sb.data, "nullnull[1]", "NULL is null; raw is copied");
+			buf_free(&sb);
+		}
+	}
 	return done_testing();
 }
