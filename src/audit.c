@@ -33,18 +33,10 @@ int audit_list(struct pg *pg, const char *action, long limit, long offset, PGres
 {
 	char l[24], o[24];
 	const char *p[] = { action, l, o };
-	PGresult *c;
-	int err;
 
 	snprintf(l, sizeof l, "%ld", limit);
 	snprintf(o, sizeof o, "%ld", offset);
-	c = pg_query(pg, &st_count, p, &err);
-	if (c == NULL)
-		return err;
-	*total = atol(PQgetvalue(c, 0, 0));
-	PQclear(c);
-	*rows = pg_query(pg, &st_list, p, &err);
-	return *rows ? PG_OK : err;
+	return pg_page(pg, &st_count, &st_list, p, rows, total);
 }
 
 static const char *val(const PGresult *r, int i, int c)

@@ -241,6 +241,21 @@ PGresult *pg_query(struct pg *pg, const struct pg_stmt *st, const char *const *p
 	return r;
 }
 
+int pg_page(struct pg *pg, const struct pg_stmt *count, const struct pg_stmt *list,
+    const char *const *params, PGresult **rows, long *total)
+{
+	PGresult *c;
+	int err;
+
+	*rows = NULL;
+	if ((c = pg_query(pg, count, params, &err)) == NULL)
+		return err;
+	*total = atol(PQgetvalue(c, 0, 0));
+	PQclear(c);
+	*rows = pg_query(pg, list, params, &err);
+	return *rows ? PG_OK : err;
+}
+
 PGresult *pg_exec(struct pg *pg, const char *sql, int *err)
 {
 	if ((*err = pg_connect(pg)) != PG_OK)

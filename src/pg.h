@@ -48,6 +48,12 @@ void pg_disconnect(struct pg *pg);
 PGresult *pg_query(struct pg *pg, const struct pg_stmt *st, const char *const *params, int *err)
 	__attribute__((warn_unused_result));
 
+/* A page of rows and the count of all matches: *total from count (one row,
+ * one number), then *rows from list (caller PQclears). Both take params.
+ * Returns a pg_err. */
+int pg_page(struct pg *pg, const struct pg_stmt *count, const struct pg_stmt *list,
+    const char *const *params, PGresult **rows, long *total) __attribute__((warn_unused_result));
+
 /* Run trusted SQL text with no parameters (migrations, BEGIN/COMMIT). */
 PGresult *pg_exec(struct pg *pg, const char *sql, int *err) __attribute__((warn_unused_result));
 

@@ -203,18 +203,10 @@ int users_list(struct pg *pg, const char *tier, const char *role, const char *se
 {
 	char l[24], o[24];
 	const char *p[] = { tier, role, search, l, o };
-	PGresult *c;
-	int err;
 
 	snprintf(l, sizeof l, "%ld", limit);
 	snprintf(o, sizeof o, "%ld", offset);
-	c = pg_query(pg, &st_count, p, &err);
-	if (c == NULL)
-		return err;
-	*total = atol(PQgetvalue(c, 0, 0));
-	PQclear(c);
-	*rows = pg_query(pg, &st_list, p, &err);
-	return *rows ? PG_OK : err;
+	return pg_page(pg, &st_count, &st_list, p, rows, total);
 }
 
 int users_admin_lock(struct pg *pg) { return run(pg, &st_admin_lock, NULL); }
