@@ -3,6 +3,8 @@
  * deployment_history tell every node's L1 cache, as for any outside write. */
 #include "admin/deploy.h"
 
+#include "admin/cli.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,43 +20,7 @@
 
 enum { DEPLOY_OK = 0, DEPLOY_FAIL = 1, DEPLOY_USAGE = 2 };
 
-static void deploy_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* "bloqr-admin: <message>", one line: line breaks from values flattened. */
-static void deploy_err(const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	for (char *p = line; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	fprintf(stderr, "bloqr-admin: %s\n", line);
-}
-
-/* argv[*i] is option name (as "--name VALUE" or "--name=VALUE")? 1 and
- * *val set (advancing *i past a separate value), 0 when it is not, -1 when
- * the value is missing. */
-static int opt(int argc, char **argv, int *i, const char *name, const char **val)
-{
-	size_t n = strlen(name);
-
-	if (strncmp(argv[*i], name, n) != 0)
-		return 0;
-	if (argv[*i][n] == '=') {
-		*val = argv[*i] + n + 1;
-		return 1;
-	}
-	if (argv[*i][n] != '\0')
-		return 0;
-	if (*i + 1 >= argc)
-		return -1;
-	*val = argv[++*i];
-	return 1;
-}
 
 /* deployments_tx_fn: the audit row for a CLI deployment (no actor). */
 static int audit_cli(struct pg *pg, const struct cache_row *row, void *ctx)
@@ -78,7 +44,7 @@ static bool text_ok(const char *opt_name, const char *v, size_t max)
 {
 	if (v == NULL || deployments_text_valid(v, max))
 		return true;
-	deploy_err("invalid %s: 1 to %zu bytes of UTF-8 text without control characters", opt_name, max);
+	admin_errorf("invalid %s: 1 to %zu bytes of UTF-8 text without control characters", opt_name, max);
 	return false;
 }
 
@@ -100,14 +66,14 @@ int admin_deploy_record(const struct conf *conf, int argc, char **argv)
 		int r = 0;
 
 		for (k = 0; k < sizeof opts / sizeof opts[0]; k++)
-			if ((r = opt(argc, argv, &i, opts[k].name, &v[opts[k].field])) != 0)
+			if ((r = admin_opt_value(argc, argv, &i, NULL, opts[k].name, &v[opts[k].field])) != 0)
 				break;
 		if (r < 0) {
-			deploy_err("deploy record: %s needs a value", opts[k].name);
+			admin_errorf("deploy record: %s needs a value", opts[k].name);
 			return DEPLOY_USAGE;
 		}
 		if (k == sizeof opts / sizeof opts[0]) {
-			deploy_err("deploy record: unexpected argument '%s'", argv[i]);
+			admin_errorf("deploy record: unexpected argument '%s'", argv[i]);
 			return DEPLOY_USAGE;
 		}
 	}
@@ -122,11 +88,11 @@ int admin_deploy_record(const struct conf *conf, int argc, char **argv)
 	in.run_url = v[7];
 	in.duration_ms = -1;
 	if (!in.version || !in.git_commit || !in.git_branch || !in.deployed_by) {
-		deploy_err("deploy record: --version, --commit, --branch and --by are required");
+		admin_errorf("deploy record: --version, --commit, --branch and --by are required");
 		return DEPLOY_USAGE;
 	}
 	if (!deployments_version_valid(in.version)) {
-		deploy_err("invalid --version '%.*s': 1 to %d characters of 0-9, A-Z, a-z, '.' and '-'",
+		admin_errorf("invalid --version '%.*s': 1 to %d characters of 0-9, A-Z, a-z, '.' and '-'",
 		    DEPLOY_VERSION_MAX + 1, in.version, DEPLOY_VERSION_MAX);
 		return DEPLOY_USAGE;
 	}
@@ -137,14 +103,14 @@ int admin_deploy_record(const struct conf *conf, int argc, char **argv)
 	    !text_ok("--run-url", in.run_url, DEPLOY_RUN_URL_MAX))
 		return DEPLOY_USAGE;
 	if (in.status && !deployments_status_valid(in.status)) {
-		deploy_err("invalid --status '%.*s': success or failed", 32, in.status);
+		admin_errorf("invalid --status '%.*s': success or failed", 32, in.status);
 		return DEPLOY_USAGE;
 	}
 	if (v[5]) {
 		int64_t n = text_parse_uint(v[5], strlen(v[5]));
 
 		if (n < 0 || n > DEPLOY_DURATION_MAX) {
-			deploy_err("invalid --duration-ms '%.*s': a whole number from 0 to %lld",
+			admin_errorf("invalid --duration-ms '%.*s': a whole number from 0 to %lld",
 			    32, v[5], DEPLOY_DURATION_MAX);
 			return DEPLOY_USAGE;
 		}
@@ -152,22 +118,22 @@ int admin_deploy_record(const struct conf *conf, int argc, char **argv)
 	}
 
 	if ((pg = pg_new(conf->db_url, conf->db_statement_timeout_ms, "bloqr-admin")) == NULL) {
-		deploy_err("out of memory");
+		admin_errorf("out of memory");
 		return DEPLOY_FAIL;
 	}
 	if (pg_connect(pg) != PG_OK) {
-		deploy_err("postgres: cannot connect: %s", pg_last_error(pg));
+		admin_errorf("postgres: cannot connect: %s", pg_last_error(pg));
 		rc = DEPLOY_FAIL;
 		goto out;
 	}
 	rc = deployments_record(pg, &in, audit_cli, NULL, &row);
 	if (rc == PG_ECONFLICT) {
-		deploy_err("a deployment with version '%s' and this build number already exists", in.version);
+		admin_errorf("a deployment with version '%s' and this build number already exists", in.version);
 		rc = DEPLOY_FAIL;
 	} else if (rc != PG_OK) {
 		const char *msg = pg_last_error(pg);
 
-		deploy_err("postgres: recording the deployment failed: %s",
+		admin_errorf("postgres: recording the deployment failed: %s",
 		    msg && msg[0] ? msg : rc == PG_EUNAVAIL ? "server unavailable" : "unexpected error");
 		rc = DEPLOY_FAIL;
 	} else {

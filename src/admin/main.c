@@ -18,6 +18,7 @@
 
 #include <sodium.h>
 
+#include "admin/cli.h"
 #include "admin/deploy.h"
 #include "auth.h"
 #include "buf.h"
@@ -83,22 +84,6 @@ static void usage(FILE *f)
 		    admin_cmds[i].args, admin_cmds[i].help);
 }
 
-/* Print "bloqr-admin: <message>" with any line breaks flattened. */
-static void errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void errorf(const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	for (char *p = line; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	fprintf(stderr, "%s: %s\n", prog, line);
-}
 
 /* One line naming the problem, then the usage; returns ADMIN_USAGE. */
 static int admin_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -116,39 +101,12 @@ static int admin_usage_error(const char *fmt, ...)
 	return ADMIN_USAGE;
 }
 
-/* Match argv[*i] against an option with a value: "-s VALUE", "-sVALUE",
- * "--long VALUE", "--long=VALUE" (short or long may be NULL). Returns 1 and
- * sets *val (advancing *i past the value) when it matched, 0 when argv[*i]
- * is another option, -1 when the value is missing. */
-static int opt_value(int argc, char **argv, int *i, const char *s, const char *l, const char **val)
-{
-	const char *a = argv[*i];
-	size_t n;
-
-	if (s != NULL && strncmp(a, s, strlen(s)) == 0) {
-		if (a[strlen(s)] != '\0') {
-			*val = a + strlen(s);
-			return 1;
-		}
-	} else if (l != NULL && strncmp(a, l, (n = strlen(l))) == 0 && (a[n] == '=' || a[n] == '\0')) {
-		if (a[n] == '=') {
-			*val = a + n + 1;
-			return 1;
-		}
-	} else {
-		return 0;
-	}
-	if (*i + 1 >= argc)
-		return -1;
-	*val = argv[++*i];
-	return 1;
-}
 
 /* -c FILE / --config FILE anywhere among a command's options: 1 when
  * argv[*i] was one, 0 when not, -1 (usage error printed) on a missing value. */
 static int admin_opt_config(struct admin_ctx *ctx, int argc, char **argv, int *i)
 {
-	int r = opt_value(argc, argv, i, "-c", "--config", &ctx->conf_path);
+	int r = admin_opt_value(argc, argv, i, "-c", "--config", &ctx->conf_path);
 
 	if (r < 0)
 		admin_usage_error("%s needs a file name", argv[*i]);
@@ -165,11 +123,11 @@ static const struct conf *admin_conf(struct admin_ctx *ctx)
 	if (ctx->conf_loaded)
 		return &ctx->conf;
 	if (path == NULL) {
-		errorf("no configuration: pass -c FILE or set BLOQR_CONF");
+		admin_errorf("no configuration: pass -c FILE or set BLOQR_CONF");
 		return NULL;
 	}
 	if (conf_load(&ctx->conf, path, err, sizeof err) < 0) {
-		errorf("%s", err);
+		admin_errorf("%s", err);
 		return NULL;
 	}
 	ctx->conf_loaded = true;
@@ -190,7 +148,7 @@ static int cmd_migrate(struct admin_ctx *ctx, int argc, char **argv)
 		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
 			if (r < 0)
 				return ADMIN_USAGE;
-		} else if ((r = opt_value(argc, argv, &i, NULL, "--dir", &dir)) != 0) {
+		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--dir", &dir)) != 0) {
 			if (r < 0)
 				return admin_usage_error("--dir needs a directory");
 		} else if (strcmp(argv[i], "--status") == 0) {
@@ -207,7 +165,7 @@ static int cmd_migrate(struct admin_ctx *ctx, int argc, char **argv)
 		dir = migrate_default_dir();
 	if (migrate_run(c, dir, status, stdout, err, sizeof err) < 0) {
 		fflush(stdout);
-		errorf("%s", err);
+		admin_errorf("%s", err);
 		return ADMIN_FAIL;
 	}
 	return ADMIN_OK;
@@ -226,7 +184,7 @@ static int admin_bad_value(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	errorf("%s", line);
+	admin_errorf("%s", line);
 	return ADMIN_USAGE;
 }
 
@@ -251,11 +209,11 @@ static struct pg *admin_pg(const struct conf *c)
 	struct pg *pg = pg_new(c->db_url, c->db_statement_timeout_ms, "bloqr-admin");
 
 	if (pg == NULL) {
-		errorf("out of memory");
+		admin_errorf("out of memory");
 		return NULL;
 	}
 	if (pg_connect(pg) != PG_OK) {
-		errorf("postgres: cannot connect: %s", pg_last_error(pg));
+		admin_errorf("postgres: cannot connect: %s", pg_last_error(pg));
 		pg_free(pg);
 		return NULL;
 	}
@@ -269,7 +227,7 @@ static int admin_pg_failed(struct pg *pg, int err, const char *what)
 
 	if (msg == NULL || msg[0] == '\0')
 		msg = err == PG_EUNAVAIL ? "server unavailable" : "unexpected error";
-	errorf("postgres: %s failed: %s", what, msg);
+	admin_errorf("postgres: %s failed: %s", what, msg);
 	return ADMIN_FAIL;
 }
 
@@ -312,13 +270,13 @@ static int read_password(char pw[static USERS_PASSWORD_MAX + 2])
 		n--;
 	pw[n] = '\0';
 	if (ferror(stdin))
-		errorf("cannot read the password from standard input");
+		admin_errorf("cannot read the password from standard input");
 	else if (too_long || n > USERS_PASSWORD_MAX)
-		errorf("the password is longer than %d bytes", USERS_PASSWORD_MAX);
+		admin_errorf("the password is longer than %d bytes", USERS_PASSWORD_MAX);
 	else if (nul)
-		errorf("the password contains a NUL byte");
+		admin_errorf("the password contains a NUL byte");
 	else if (n == 0)
-		errorf("the password read from standard input is empty");
+		admin_errorf("the password read from standard input is empty");
 	else
 		rc = 0;
 	if (rc < 0)
@@ -340,16 +298,16 @@ static int cmd_user_create(struct admin_ctx *ctx, int argc, char **argv)
 		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
 			if (r < 0)
 				return ADMIN_USAGE;
-		} else if ((r = opt_value(argc, argv, &i, NULL, "--email", &email)) != 0) {
+		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--email", &email)) != 0) {
 			if (r < 0)
 				return admin_usage_error("--email needs an address");
-		} else if ((r = opt_value(argc, argv, &i, NULL, "--name", &name)) != 0) {
+		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--name", &name)) != 0) {
 			if (r < 0)
 				return admin_usage_error("--name needs a value");
-		} else if ((r = opt_value(argc, argv, &i, NULL, "--role", &role)) != 0) {
+		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--role", &role)) != 0) {
 			if (r < 0)
 				return admin_usage_error("--role needs a value");
-		} else if ((r = opt_value(argc, argv, &i, NULL, "--tier", &tier)) != 0) {
+		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--tier", &tier)) != 0) {
 			if (r < 0)
 				return admin_usage_error("--tier needs a value");
 		} else if (strcmp(argv[i], "--password-stdin") == 0) {
@@ -381,7 +339,7 @@ static int cmd_user_create(struct admin_ctx *ctx, int argc, char **argv)
 	r = users_create(pg, email, name, role, tier, want_pw ? pw : NULL, id);
 	sodium_memzero(pw, sizeof pw);
 	if (r == PG_ECONFLICT) {
-		errorf("a user with email '%s' already exists", email);
+		admin_errorf("a user with email '%s' already exists", email);
 		r = ADMIN_FAIL;
 	} else if (r != PG_OK) {
 		r = admin_pg_failed(pg, r, "creating the user");
@@ -410,13 +368,13 @@ static int cmd_token_create(struct admin_ctx *ctx, int argc, char **argv)
 		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
 			if (r < 0)
 				return ADMIN_USAGE;
-		} else if ((r = opt_value(argc, argv, &i, NULL, "--email", &email)) != 0) {
+		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--email", &email)) != 0) {
 			if (r < 0)
 				return admin_usage_error("--email needs an address");
-		} else if ((r = opt_value(argc, argv, &i, NULL, "--ttl-days", &ttl)) != 0) {
+		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--ttl-days", &ttl)) != 0) {
 			if (r < 0)
 				return admin_usage_error("--ttl-days needs a number of days");
-		} else if ((r = opt_value(argc, argv, &i, NULL, "--name", &label)) != 0) {
+		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--name", &label)) != 0) {
 			if (r < 0)
 				return admin_usage_error("--name needs a label");
 		} else {
@@ -442,7 +400,7 @@ static int cmd_token_create(struct admin_ctx *ctx, int argc, char **argv)
 		return ADMIN_FAIL;
 	r = users_find_by_email(pg, email, id);
 	if (r == 0) {
-		errorf("no user with email '%s'", email);
+		admin_errorf("no user with email '%s'", email);
 		r = ADMIN_FAIL;
 	} else if (r < 0) {
 		r = admin_pg_failed(pg, r, "looking up the user");
@@ -450,7 +408,7 @@ static int cmd_token_create(struct admin_ctx *ctx, int argc, char **argv)
 		r = auth_credential_create(pg, id, AUTH_KIND_TOKEN, (long)days * 86400L, label,
 		    NULL, NULL, token);
 		if (r == PG_EINPUT) {
-			errorf("user '%s' is banned: no token created", email);
+			admin_errorf("user '%s' is banned: no token created", email);
 			r = ADMIN_FAIL;
 		} else if (r != PG_OK) {
 			r = admin_pg_failed(pg, r, "creating the token");
@@ -491,7 +449,7 @@ static int cmd_deploy_record(struct admin_ctx *ctx, int argc, char **argv)
 	/* Take -c FILE out; the rest is the deploy command's own. */
 	rest = calloc((size_t)argc + 1, sizeof *rest);
 	if (rest == NULL) {
-		errorf("out of memory");
+		admin_errorf("out of memory");
 		return ADMIN_FAIL;
 	}
 	for (int i = 0; i < argc; i++) {
@@ -517,12 +475,12 @@ static struct cache *admin_cache(const struct conf *c)
 	struct cache *cache;
 
 	if (c->cache_path[0] == '\0') {
-		errorf("no cache configured ([cache] path is empty)");
+		admin_errorf("no cache configured ([cache] path is empty)");
 		return NULL;
 	}
 	cache = cache_open(c->cache_path, c->cache_max_age, c->cache_strategy == CONF_WRITE_THROUGH);
 	if (cache == NULL)
-		errorf("out of memory");
+		admin_errorf("out of memory");
 	return cache;
 }
 
@@ -542,7 +500,7 @@ static int cmd_cache_rebuild(struct admin_ctx *ctx, int argc, char **argv)
 	}
 	r = cache_rebuild(cache, pg, rows);
 	if (r == -1) {
-		errorf("cache: %s is not usable (see the message above)", c->cache_path);
+		admin_errorf("cache: %s is not usable (see the message above)", c->cache_path);
 		r = ADMIN_FAIL;
 	} else if (r != PG_OK) {
 		r = admin_pg_failed(pg, r, "rebuilding the cache");
@@ -574,7 +532,7 @@ static int cmd_cache_verify(struct admin_ctx *ctx, int argc, char **argv)
 	}
 	diffs = cache_verify(cache, pg, &report);
 	if (diffs < 0) {
-		errorf("cache verify failed: PostgreSQL or the cache file could not be read");
+		admin_errorf("cache verify failed: PostgreSQL or the cache file could not be read");
 		r = ADMIN_FAIL;
 	} else {
 		fputs(report.data ? report.data : "", stdout);
@@ -601,7 +559,7 @@ int main(int argc, char **argv)
 	log_threshold = LOG_LVL_ERROR;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (sodium_init() < 0) {
-		errorf("cannot initialise libsodium");
+		admin_errorf("cannot initialise libsodium");
 		return ADMIN_FAIL;
 	}
 
@@ -648,7 +606,7 @@ int main(int argc, char **argv)
 	/* Output that could not be written is a failure too. */
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		if (rc == ADMIN_OK)
-			errorf("cannot write to standard output");
+			admin_errorf("cannot write to standard output");
 		rc = rc == ADMIN_OK ? ADMIN_FAIL : rc;
 	}
 	return rc;
