@@ -48,6 +48,7 @@ mkuser('u@x.io', role => 'user');
 my $ADMIN = mktoken('a@x.io') // BAIL_OUT('no admin token');
 my $USER = mktoken('u@x.io');
 api_setup(bearer => $ADMIN);    # req sends it unless told otherwise
+cache_ready();
 
 subtest 'authentication and authorization' => sub {
 	for my $c ([ GET => '/api/storage/k' ], [ PUT => '/api/storage/k', '{"data":1}' ],
@@ -370,6 +371,7 @@ subtest 'node B: MISS then HIT; changes from node A and from psql within 2 s' =>
 	my $pool_b = pool_start($conf_b, workers => 2);
 	my $web_b = nginx_start(upstream => $pool_b->addr);
 	$URL_B = $web_b->{url};
+	cache_ready($URL_B, 'node B');
 
 	my $g1 = req(GET => '/api/storage/shared', base => $URL_B);
 	my $g2 = req(GET => '/api/storage/shared', base => $URL_B);

@@ -48,6 +48,7 @@ mkuser('u@x.io', role => 'user');
 my $ADMIN = mktoken('a@x.io') // BAIL_OUT('no admin token');
 my $USER = mktoken('u@x.io');
 api_setup(bearer => $ADMIN);    # req sends it unless told otherwise
+cache_ready();
 
 my @ENDPOINTS = ([ GET => '/api/admin/storage/stats' ], [ POST => '/api/admin/storage/clear-expired' ],
 	[ POST => '/api/admin/storage/clear-cache' ], [ GET => '/api/admin/storage/export' ],
@@ -220,6 +221,7 @@ subtest 'clear-cache' => sub {
 	my $pool_b = pool_start(write_conf(), workers => 1);
 	my $web_b = nginx_start(upstream => $pool_b->addr);
 	my $B = $web_b->{url};
+	cache_ready($B, 'host B');
 	for my $p ('/api/storage/cache/a', $f) {
 		req(GET => $p, base => $B);
 		is(x_cache(req(GET => $p, base => $B)), 'HIT', "host B has $p cached");

@@ -28,7 +28,7 @@ our @EXPORT = qw(
 	api_setup req sql pct_encode fresh_addr
 	mkuser mktoken signin set_cookies session_cookie
 	user_ok all_keys retry_after_ok
-	x_cache show listener_connected
+	x_cache show listener_connected cache_ready
 );
 
 my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
@@ -249,6 +249,15 @@ sub listener_connected {
 	my ($base) = @_;
 	my $r = req(GET => '/api/admin/cache/status', defined $base ? (base => $base) : ());
 	return $r->{status} == 200 && ref $r->{json} eq 'HASH' && $r->{json}{listener}{connected};
+}
+
+# A host answers HIT only once its syncer listens and vouches for the
+# cache file; a test that expects HIT from a host it just started waits
+# for that first (10 s), as one assertion naming the host.
+sub cache_ready {
+	my ($base, $name) = @_;
+	return Test::More::ok(BloqrTest::within(10, sub { listener_connected($base) }),
+		($name // 'the host') . ': its cache syncer is listening');
 }
 
 1;
