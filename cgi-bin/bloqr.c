@@ -12,6 +12,7 @@
 #include <sodium.h>
 
 #include "config.h"
+#include "fcgi.h"
 #include "log.h"
 #include "pool.h"
 #include "syncer.h"
@@ -26,7 +27,7 @@ static void usage(FILE *f)
 	    "The configuration file is -c FILE, else $BLOQR_CONF.\n");
 }
 
-static int serve(const struct conf *conf, int listen_fd, int cgi)
+static int serve(const struct conf *conf, int listen_fd, const int handoff[2], int cgi)
 {
 	struct app app;
 	int rc;
@@ -35,7 +36,7 @@ static int serve(const struct conf *conf, int listen_fd, int cgi)
 		log_error("worker: out of memory at start");
 		return 1;
 	}
-	rc = cgi ? worker_run_cgi(&app) : worker_run_fcgi(&app, listen_fd);
+	rc = cgi ? worker_run_cgi(&app) : fcgi_run(&app, listen_fd, handoff);
 	worker_fini(&app);
 	return rc < 0 ? 1 : 0;
 }
@@ -110,17 +111,19 @@ int main(int argc, char **argv)
 	if (pool.listen) {
 		rc = pool_run(&pool);
 		if (rc == POOL_WORKER) {
-			rc = serve(&pool.conf, pool.listen_fd, 0);
+			rc = serve(&pool.conf, pool.listen_fd, pool.handoff, 0);
 		} else if (rc == POOL_SYNCER) {
 			close(pool.listen_fd);
+			close(pool.handoff[0]);
+			close(pool.handoff[1]);
 			rc = syncer_run(&pool.conf) < 0 ? 1 : 0;
 		} else {
 			rc = rc == POOL_MASTER_DONE ? 0 : 1;
 		}
 	} else if (!FCGX_IsCGI()) {
-		rc = serve(&pool.conf, 0, 0);     /* spawned: socket on stdin */
+		rc = serve(&pool.conf, 0, NULL, 0);     /* spawned: socket on stdin */
 	} else {
-		rc = serve(&pool.conf, -1, 1);
+		rc = serve(&pool.conf, -1, NULL, 1);
 	}
 	conf_free(&pool.conf);
 	return rc;

@@ -13,6 +13,7 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "cache_memo.h"
 #include "cache_schema.h"
 #include "log.h"
 #include "metrics.h"
@@ -41,6 +42,9 @@ struct cache {
 	int64_t outage_since;
 	bool listener_connected;
 	int64_t listener_since;
+	int64_t heartbeat;           /* the syncer's last, as read_state saw it */
+	bool shm_mapped;             /* SQLite has mapped the WAL index (a read was made) */
+	struct cache_memo memo;      /* the last snapshot reads (cache_memo.h) */
 };
 
 static const char *const table_names[CACHE_NTABLES] = {
@@ -120,6 +124,8 @@ static void close_db(struct cache *c)
 		sqlite3_close_v2(c->db);
 	c->db = NULL;
 	c->coherent = false;
+	c->shm_mapped = false;
+	cache_memo_clear(&c->memo);
 }
 
 static void remove_files(const char *path)
@@ -392,6 +398,7 @@ struct cache *cache_open(const char *path, long max_age, bool write_through)
 		return NULL;
 	c->max_age_ms = (long long)max_age * 1000;
 	c->write_through = write_through;
+	cache_memo_init(&c->memo);
 	if (path && *path) {
 		c->path = strdup(path);
 		if (c->path == NULL) {
@@ -409,6 +416,7 @@ void cache_close(struct cache *c)
 	if (c == NULL)
 		return;
 	close_db(c);
+	cache_memo_free(&c->memo);
 	free(c->path);
 	free(c);
 }
@@ -459,6 +467,7 @@ static void read_state(struct cache *c)
 		c->listener_connected = sqlite3_column_int(s, 0) != 0;
 		c->listener_since = sqlite3_column_int64(s, 1);
 		c->outage_since = sqlite3_column_int64(s, 3);
+		c->heartbeat = hb;
 		c->coherent = c->listener_connected && text_now_ms() - hb < HEARTBEAT_STALE_MS;
 	}
 	sqlite3_reset(s);
@@ -924,14 +933,17 @@ static int snapshot_refresh(struct cache *c, struct pg *pg, int t, long *rows)
 	return 0;
 }
 
-/* Whether the table's snapshot may answer now (and, for STALE, at all). */
-static bool snapshot_ok(struct cache *c, int t, bool need_fresh)
+/* Whether the table's snapshot may answer now (and, for STALE, at all);
+ * *synced_at (when given) gets the time it was taken. */
+static bool snapshot_ok(struct cache *c, int t, bool need_fresh, int64_t *synced_at)
 {
 	struct tstate ts;
 
 	if (cache_defs[t] == NULL || cache_defs[t]->fetch_all == NULL || !usable(c) ||
 	    table_state(c, t, &ts) < 0 || !ts.complete)
 		return false;
+	if (synced_at)
+		*synced_at = ts.synced_at;
 	if (!need_fresh)
 		return true;
 	return text_now_ms() - ts.synced_at <= c->max_age_ms;
@@ -975,17 +987,83 @@ static int snap_sqlite(struct cache *c, int t, const struct snap_read *r)
 	    : count_sqlite(c, t, r->f, r->nf, r->n);
 }
 
+/* The version of the file: the WAL-index header, which every commit of
+ * any process rewrites in shared memory (twice: the copies differ while a
+ * commit is being written; https://www.sqlite.org/walformat.html). It is
+ * read where SQLite itself reads it, through the connection's own mapping,
+ * and only once SQLite has mapped it. False when it cannot be known now. */
+static bool file_version(struct cache *c, unsigned char v[CACHE_MEMO_VERSION])
+{
+	enum { WALINDEX_PGSZ = 32768, ISINIT = 12 };
+	unsigned char second[CACHE_MEMO_VERSION];
+	sqlite3_file *f = NULL;
+	void volatile *shm = NULL;
+	const volatile unsigned char *h;
+
+	if (!c->shm_mapped || c->db == NULL ||
+	    sqlite3_file_control(c->db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK ||
+	    f == NULL || f->pMethods == NULL || f->pMethods->iVersion < 2 || f->pMethods->xShmMap == NULL ||
+	    f->pMethods->xShmMap(f, 0, WALINDEX_PGSZ, 0, &shm) != SQLITE_OK || shm == NULL)
+		return false;
+	h = shm;
+	/* As SQLite reads it: the first copy, a barrier, the second. */
+	for (int i = 0; i < CACHE_MEMO_VERSION; i++)
+		v[i] = h[i];
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	for (int i = 0; i < CACHE_MEMO_VERSION; i++)
+		second[i] = h[CACHE_MEMO_VERSION + i];
+	return v[ISINIT] == 1 && memcmp(v, second, sizeof second) == 0;
+}
+
+/* What identifies a snapshot read: table, kind, limit and filters. */
+static void memo_key(struct buf *k, int t, const struct snap_read *r)
+{
+	buf_reset(k);
+	buf_printf(k, "%d %c %ld", t, r->pg_list ? 'l' : 'c', r->limit);
+	for (int i = 0; i < r->nf; i++) {
+		buf_append(k, "", 1);
+		buf_puts(k, r->f[i].col);
+		buf_append(k, r->f[i].value ? "=" : "~", 2);   /* "=" and its NUL, or "~" */
+		if (r->f[i].value)
+			buf_append(k, r->f[i].value, strlen(r->f[i].value) + 1);
+	}
+}
+
 static int read_through_snapshot(struct cache *c, struct pg *pg, int t, const struct snap_read *r,
     enum cache_outcome *how)
 {
 	size_t start = r->out ? r->out->len : 0;
-	bool hit = false;
+	unsigned char version[CACHE_MEMO_VERSION];
+	struct buf key = BUF_INIT;
+	int64_t synced_at = 0;
+	bool hit = false, versioned;
 	int rc;
 
+	/* The same read at the same file version, within its time: the same
+	 * answer, without SQLite. The version is taken before the read below,
+	 * so a commit racing it can only make the memo look older. */
+	versioned = usable(c) && file_version(c, version);
+	if (versioned) {
+		memo_key(&key, t, r);
+		if (cache_memo_get(&c->memo, &key, version, text_now_ms(), r->out, r->n)) {
+			buf_free(&key);
+			metrics_cache(t, METRICS_CACHE_HIT);
+			*how = CACHE_HIT;
+			return 0;
+		}
+	}
 	if (read_begin(c)) {
-		hit = cache_coherent(c) && snapshot_ok(c, t, true) && snap_sqlite(c, t, r) == 0;
+		hit = cache_coherent(c) && snapshot_ok(c, t, true, &synced_at) && snap_sqlite(c, t, r) == 0;
 		read_end(c);
 	}
+	if (hit && c->db) {
+		int64_t until = synced_at + c->max_age_ms, hb_until = c->heartbeat + HEARTBEAT_STALE_MS - 1;
+		if (versioned)
+			cache_memo_put(&c->memo, &key, version, until < hb_until ? until : hb_until,
+			    r->out ? r->out->data + start : NULL, r->out ? r->out->len - start : 0, *r->n);
+		c->shm_mapped = true;
+	}
+	buf_free(&key);
 	if (hit) {
 		metrics_cache(t, METRICS_CACHE_HIT);
 		*how = CACHE_HIT;
@@ -995,7 +1073,7 @@ static int read_through_snapshot(struct cache *c, struct pg *pg, int t, const st
 	if (rc == PG_EUNAVAIL) {
 		if (r->out)
 			r->out->len = start;
-		if (snapshot_ok(c, t, false) && snap_sqlite(c, t, r) == 0) {
+		if (snapshot_ok(c, t, false, NULL) && snap_sqlite(c, t, r) == 0) {
 			metrics_cache(t, METRICS_CACHE_STALE);
 			*how = CACHE_STALE;
 			return 0;

@@ -325,7 +325,8 @@ int http_send(struct http_request *req, struct http_response *res)
 	if (req->io->write(req->io->ctx, "\r\n", 2) < 0)
 		return -1;
 	if (req->method != HTTP_HEAD && res->body.len &&
-	    req->io->write(req->io->ctx, res->body.data, res->body.len) < 0)
+	    (req->io->write_ref ? req->io->write_ref : req->io->write)(req->io->ctx, res->body.data,
+	    res->body.len) < 0)
 		return -1;
 	return 0;
 }

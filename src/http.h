@@ -18,6 +18,10 @@ struct http_io {
 	long (*read)(void *ctx, char *buf, size_t n);
 	/* Write all n bytes; -1 on error. */
 	int (*write)(void *ctx, const char *buf, size_t n);
+	/* Optional: the same for the body, whose bytes stay put until the
+	 * request is over, so a transport may send them from where they are
+	 * instead of copying them. NULL: write is used. */
+	int (*write_ref)(void *ctx, const char *buf, size_t n);
 };
 
 enum http_method {

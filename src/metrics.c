@@ -25,6 +25,8 @@ struct metrics_shm {
 	uint64_t pg_errors;
 	uint64_t pg_reconnects;
 	uint64_t worker_restarts;
+	uint64_t fcgi_accepted;
+	uint64_t fcgi_handed_off;
 	uint64_t cache[METRICS_CACHE_TABLES][METRICS_CACHE_NKIND];
 };
 
@@ -84,6 +86,8 @@ void metrics_request(int route, int status, long long us)
 void metrics_count_pg_error(void) { add(&area()->pg_errors, 1); }
 void metrics_count_pg_reconnect(void) { add(&area()->pg_reconnects, 1); }
 void metrics_count_worker_restart(void) { add(&area()->worker_restarts, 1); }
+void metrics_count_connection(void) { add(&area()->fcgi_accepted, 1); }
+void metrics_count_handoff(unsigned n) { add(&area()->fcgi_handed_off, n); }
 
 void metrics_cache(int t, enum metrics_cache_kind k)
 {
@@ -144,9 +148,14 @@ int metrics_render(struct buf *o)
 	    "# HELP bloqr_pg_reconnects_total PostgreSQL connections re-established after a loss.\n"
 	    "# TYPE bloqr_pg_reconnects_total counter\nbloqr_pg_reconnects_total %llu\n"
 	    "# HELP bloqr_worker_restarts_total Pool workers started again after exiting.\n"
-	    "# TYPE bloqr_worker_restarts_total counter\nbloqr_worker_restarts_total %llu\n",
+	    "# TYPE bloqr_worker_restarts_total counter\nbloqr_worker_restarts_total %llu\n"
+	    "# HELP bloqr_fastcgi_connections_total FastCGI connections accepted from the web server.\n"
+	    "# TYPE bloqr_fastcgi_connections_total counter\nbloqr_fastcgi_connections_total %llu\n"
+	    "# HELP bloqr_fastcgi_handoffs_total Idle kept connections passed from one worker to the others.\n"
+	    "# TYPE bloqr_fastcgi_handoffs_total counter\nbloqr_fastcgi_handoffs_total %llu\n",
 	    (unsigned long long)get(&m->pg_errors), (unsigned long long)get(&m->pg_reconnects),
-	    (unsigned long long)get(&m->worker_restarts));
+	    (unsigned long long)get(&m->worker_restarts), (unsigned long long)get(&m->fcgi_accepted),
+	    (unsigned long long)get(&m->fcgi_handed_off));
 	buf_puts(o, "# HELP bloqr_cache_reads_total L1 cache reads by table and result (hit, miss, stale).\n"
 	    "# TYPE bloqr_cache_reads_total counter\n");
 	for (int t = 0; t < CACHE_NTABLES; t++) {

@@ -20,6 +20,9 @@ void metrics_request(int route, int status, long long duration_us);
 void metrics_count_pg_error(void);
 void metrics_count_pg_reconnect(void);
 void metrics_count_worker_restart(void);
+/* FastCGI connections accepted; kept ones passed between workers (fcgi.h). */
+void metrics_count_connection(void);
+void metrics_count_handoff(unsigned n);
 
 /* L1 cache outcomes per table (enum cache_tbl). */
 enum metrics_cache_kind { METRICS_CACHE_HIT = 0, METRICS_CACHE_MISS, METRICS_CACHE_STALE, METRICS_CACHE_ERROR, METRICS_CACHE_NKIND };

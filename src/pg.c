@@ -133,12 +133,21 @@ static int setup_session(struct pg *pg)
 	return 0;
 }
 
+static void (*wait_hook)(void);
+
+void pg_set_wait_hook(void (*fn)(void))
+{
+	wait_hook = fn;
+}
+
 int pg_connect(struct pg *pg)
 {
 	const char *keys[] = { "connect_timeout", "application_name", "client_encoding", "dbname", NULL };
 	const char *vals[] = { "3", pg->app_name, "UTF8", pg->url, NULL };
 	long long now;
 
+	if (wait_hook != NULL)
+		wait_hook();
 	if (pg_connected(pg))
 		return PG_OK;
 	if (pg->conn) {

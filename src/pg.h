@@ -33,7 +33,13 @@ struct pg;
 struct pg *pg_new(const char *url, long statement_timeout_ms, const char *app_name);
 void pg_free(struct pg *pg);
 
-/* Connect if not connected and the back-off allows it. */
+/* A function called whenever the process is about to talk to PostgreSQL
+ * (and so may wait): a worker uses it to pass on the connections it holds
+ * idle. NULL for none. */
+void pg_set_wait_hook(void (*fn)(void));
+
+/* Connect if not connected and the back-off allows it. Every operation
+ * below starts here. */
 int pg_connect(struct pg *pg) __attribute__((warn_unused_result));
 bool pg_connected(const struct pg *pg);
 /* Moves on with every new connection: session state (LISTEN, SET) made on

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fcgi.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -436,10 +437,17 @@ int pool_run(struct pool *p)
 	memset(&m, 0, sizeof m);
 	m.p = p;
 	m.replace_next = -1;
+	p->handoff[0] = p->handoff[1] = -1;
 	p->listen_fd = pool_listen(addr, err, sizeof err);
 	if (p->listen_fd < 0) {
 		log_error("pool: %s", err);
 		return -1;
+	}
+	/* The master holds both ends for its whole life, so connections in
+	 * flight between two workers survive a moment with no worker. */
+	if (fcgi_handoff_channel(p->handoff) < 0) {
+		log_error("pool: cannot make the hand-off channel: %s", strerror(errno));
+		goto out;
 	}
 	if (strncmp(addr, "unix:", 5) == 0)
 		m.unix_path = strdup(addr + 5);
@@ -516,6 +524,10 @@ int pool_run(struct pool *p)
 out:
 	close(p->listen_fd);
 	p->listen_fd = -1;
+	if (p->handoff[0] >= 0) {
+		close(p->handoff[0]);
+		close(p->handoff[1]);
+	}
 	if (m.unix_path)
 		unlink(m.unix_path);
 	free(m.unix_path);

@@ -18,6 +18,8 @@ struct pool {
 	const char *listen;         /* --listen, wins over [pool] listen */
 	long workers;               /* --workers, wins over [pool] workers; 0 = unset */
 	int listen_fd;              /* for a worker: the socket to accept on */
+	int handoff[2];             /* for a worker: the channel idle connections
+	                             * pass through (see fcgi.h) */
 };
 
 /* Run the master. Returns an enum pool_role, or -1 when the pool could not

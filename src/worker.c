@@ -1,66 +1,18 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <fcgiapp.h>
-
 #include "cache.h"
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
 #include "router.h"
-
-/* ---- stop signals ----
- * SIGTERM/SIGINT/SIGQUIT stay blocked while a request is served and are
- * let in only while the worker waits for a connection (ppoll's atomic mask
- * change), so one can neither cut a request short nor slip in unseen just
- * before the wait. */
-static volatile sig_atomic_t stop_flag;
-
-static void on_stop(int sig)
-{
-	(void)sig;
-	stop_flag = 1;
-}
-
-bool worker_stopping(void) { return stop_flag != 0; }
-
-static int install_stop_handlers(sigset_t *waitmask)
-{
-	struct sigaction sa;
-	sigset_t block;
-
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_stop;
-	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
-	    sigaction(SIGQUIT, &sa, NULL) < 0)
-		return -1;
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGPIPE, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGQUIT);
-	if (sigprocmask(SIG_BLOCK, &block, waitmask) < 0)
-		return -1;
-	sigdelset(waitmask, SIGTERM);
-	sigdelset(waitmask, SIGINT);
-	sigdelset(waitmask, SIGQUIT);
-	return 0;
-}
 
 int worker_init(struct app *app, const struct conf *conf)
 {
@@ -207,190 +159,6 @@ send:
 	app->served++;
 }
 
-/* ---- FastCGI transport ----
- * Parameters and the body come through libfcgi; the answer does not: it is
- * gathered here and framed as FastCGI records (STDOUT…, an empty STDOUT,
- * END_REQUEST) sent in one write. libfcgi would send it in 8 KiB pieces,
- * and the web server would read each piece on its own. */
-struct fcgi_ctx {
-	FCGX_Request r;
-	struct buf out;    /* the response as the handler wrote it */
-	struct buf wire;   /* the same, framed */
-};
-
-static const char *fcgi_param(void *ctx, const char *name)
-{
-	struct fcgi_ctx *f = ctx;
-
-	return FCGX_GetParam(name, f->r.envp);
-}
-
-static long fcgi_read(void *ctx, char *buf, size_t n)
-{
-	struct fcgi_ctx *f = ctx;
-	int got;
-
-	if (n > 1 << 30)
-		n = 1 << 30;
-	got = FCGX_GetStr(buf, (int)n, f->r.in);
-	if (got == 0 && FCGX_GetError(f->r.in) != 0)
-		return -1;
-	return got;
-}
-
-static int fcgi_write(void *ctx, const char *buf, size_t n)
-{
-	struct fcgi_ctx *f = ctx;
-
-	return buf_append(&f->out, buf, n);
-}
-
-static void record_header(struct buf *w, unsigned type, unsigned id, size_t len)
-{
-	unsigned char h[8] = { 1, (unsigned char)type, (unsigned char)(id >> 8), (unsigned char)id,
-		(unsigned char)(len >> 8), (unsigned char)len, 0, 0 };
-
-	buf_append(w, h, sizeof h);
-}
-
-/* Frame f->out for request id and write it all to fd. */
-static int fcgi_send(struct fcgi_ctx *f, int fd)
-{
-	static const unsigned char end_body[8] = { 0 };   /* app status 0, REQUEST_COMPLETE */
-	unsigned id = (unsigned)f->r.requestId;
-	size_t off = 0;
-
-	buf_reset(&f->wire);
-	while (off < f->out.len) {
-		size_t n = f->out.len - off > 65535 ? 65535 : f->out.len - off;
-		record_header(&f->wire, 6 /* FCGI_STDOUT */, id, n);
-		buf_append(&f->wire, f->out.data + off, n);
-		off += n;
-	}
-	record_header(&f->wire, 6, id, 0);
-	record_header(&f->wire, 3 /* FCGI_END_REQUEST */, id, sizeof end_body);
-	buf_append(&f->wire, end_body, sizeof end_body);
-	if (f->wire.oom)
-		return -1;
-	for (off = 0; off < f->wire.len;) {
-		ssize_t w = write(fd, f->wire.data + off, f->wire.len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		off += (size_t)w;
-	}
-	return 0;
-}
-
-/* Wait for the next connection on listen_fd (shared by every worker and
- * non-blocking: another worker may take it first). The fd, or -1 when a
- * stop signal came. */
-static int next_connection(int listen_fd, const sigset_t *waitmask, bool tcp)
-{
-	struct pollfd pfd = { listen_fd, POLLIN, 0 };
-	int fd, one = 1;
-
-	while (!stop_flag) {
-		if (ppoll(&pfd, 1, NULL, waitmask) < 0) {
-			if (errno != EINTR) {
-				log_error("worker: poll: %s", strerror(errno));
-				return -1;
-			}
-			continue;
-		}
-		fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED ||
-			    errno == EPROTO)
-				continue;
-			log_error("worker: accept: %s", strerror(errno));
-			poll(NULL, 0, 100);   /* EMFILE and the like: don't spin */
-			continue;
-		}
-		/* The response goes out in several writes; don't let Nagle hold the last. */
-		if (tcp)
-			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-		return fd;
-	}
-	return -1;
-}
-
-/* The worker accepts connections itself and hands each to libfcgi as an
- * open connection: no accept lock (fcntl) around every accept, no lingering
- * close that waits for the web server, and a clean stop (see above). */
-int worker_run_fcgi(struct app *app, int listen_fd)
-{
-	struct fcgi_ctx f = { .out = BUF_INIT, .wire = BUF_INIT };
-	FCGX_Request *rq = &f.r;
-	struct http_io io = { &f, fcgi_param, fcgi_read, fcgi_write };
-	long max = app->conf->pool_max_requests;
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof ss;
-	sigset_t waitmask;
-	char tmp[4096];
-	bool tcp;
-	int none = -1, fd, fl, rc = 0;
-
-	if (install_stop_handlers(&waitmask) < 0) {
-		log_error("worker: cannot install signal handlers: %s", strerror(errno));
-		return -1;
-	}
-	tcp = getsockname(listen_fd, (struct sockaddr *)&ss, &sl) == 0 &&
-	    (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
-	fl = fcntl(listen_fd, F_GETFL);
-	if (fl < 0 || fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-		log_error("worker: listening socket: %s", strerror(errno));
-		return -1;
-	}
-	/* libfcgi is given no listening socket: if it ever wants to accept one
-	 * itself, it fails at once instead of blocking. */
-	none = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (none < 0 || FCGX_Init() != 0 || FCGX_InitRequest(rq, none, 0) != 0) {
-		log_error("worker: cannot initialise FastCGI");
-		if (none >= 0)
-			close(none);
-		return -1;
-	}
-	while ((fd = next_connection(listen_fd, &waitmask, tcp)) >= 0) {
-		/* An open connection that libfcgi must neither accept nor close. */
-		rq->ipcFd = fd;
-		rq->keepConnection = 1;
-		if (FCGX_Accept_r(rq) < 0) {
-			/* Not a FastCGI request (libfcgi closed it). */
-			rq->ipcFd = -1;
-			continue;
-		}
-		buf_reset(&f.out);
-		worker_handle(app, &io);
-		/* Read what is left of the body, so closing sends no reset that
-		 * could cut off the response. */
-		for (size_t left = 16u << 20; left > 0;) {
-			int n = FCGX_GetStr(tmp, sizeof tmp, rq->in);
-			if (n <= 0)
-				break;
-			left = (size_t)n >= left ? 0 : left - (size_t)n;
-		}
-		if (fcgi_send(&f, fd) < 0)
-			log_info("worker: the web server went away before the response was written");
-		/* Free the request's streams without libfcgi writing anything. */
-		FCGX_Free(rq, 0);
-		close(fd);
-		rq->ipcFd = -1;
-		if (max > 0 && app->served >= (unsigned long long)max) {
-			log_info("worker: served %llu requests (max_requests), recycling", app->served);
-			break;
-		}
-	}
-	if (!stop_flag && (max <= 0 || app->served < (unsigned long long)max))
-		rc = -1;
-	FCGX_Free(rq, 0);
-	close(none);
-	buf_free(&f.out);
-	buf_free(&f.wire);
-	return rc;
-}
-
 /* ---- plain CGI transport ---- */
 
 static const char *cgi_param(void *ctx, const char *name)
@@ -427,7 +195,7 @@ static int cgi_write(void *ctx, const char *buf, size_t n)
 
 int worker_run_cgi(struct app *app)
 {
-	static const struct http_io io = { NULL, cgi_param, cgi_read, cgi_write };
+	static const struct http_io io = { NULL, cgi_param, cgi_read, cgi_write, NULL };
 
 	signal(SIGPIPE, SIG_IGN);
 	worker_handle(app, &io);

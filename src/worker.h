@@ -31,16 +31,7 @@ void worker_fini(struct app *app);
  * response. */
 void worker_handle(struct app *app, const struct http_io *io);
 
-/* Accept FastCGI requests on listen_fd until a stop signal (SIGTERM,
- * SIGINT, SIGQUIT) or [pool] max_requests; an in-flight request is always
- * finished first. Returns 0 on a requested stop, -1 on an error. */
-int worker_run_fcgi(struct app *app, int listen_fd);
-
 /* Serve the one request of a CGI invocation. */
 int worker_run_cgi(struct app *app);
-
-/* True once a stop signal arrived (set by the handlers installed by
- * worker_run_fcgi). */
-bool worker_stopping(void);
 
 #endif

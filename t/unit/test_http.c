@@ -48,7 +48,7 @@ static int body_status(const char *const *env, const char *in, long max, struct 
     struct http_request *req, struct http_response *res)
 {
 	static struct mem m;
-	static struct http_io io = { &m, mem_param, mem_read, mem_write };
+	static struct http_io io = { &m, mem_param, mem_read, mem_write, NULL };
 
 	m.env = env;
 	m.in = in;
@@ -66,7 +66,7 @@ int main(void)
 	struct http_response res;
 	const char *v;
 	struct mem m = { 0 };
-	struct http_io io = { &m, mem_param, mem_read, mem_write };
+	struct http_io io = { &m, mem_param, mem_read, mem_write, NULL };
 
 	if (sodium_init() < 0)
 		return 1;

@@ -1,0 +1,32 @@
+/* A worker's FastCGI transport: it accepts connections from the web server
+ * itself, keeps them open between requests when the web server asks
+ * (FCGI_KEEP_CONN: nginx's upstream keepalive), and serves whichever of
+ * them has a request next. Answers go out framed in one write.
+ *
+ * A kept connection is only ever closed by the web server. A worker that
+ * stops (reload, max_requests, shutdown) or that is about to wait on
+ * PostgreSQL passes its idle connections to the pool's other workers over
+ * the pool's hand-off channel (SCM_RIGHTS), so no request is ever sent to a
+ * connection that is being closed, and none waits behind a slow one. */
+#ifndef BLOQR_FCGI_H
+#define BLOQR_FCGI_H
+
+#include "worker.h"
+
+/* Connections one worker holds at most (kept ones included); fd numbers
+ * stay small (libfcgi's lingering close uses select()). */
+#define FCGI_MAX_CONNS 256
+
+/* Serve FastCGI requests on listen_fd until a stop signal (SIGTERM,
+ * SIGINT, SIGQUIT) or [pool] max_requests; a request in flight is always
+ * finished first. handoff is the pool's channel (receive end, send end),
+ * or NULL when the process is alone (spawned mode): its kept connections
+ * are then closed when it stops. Returns 0 on a requested stop, -1 on an
+ * error. */
+int fcgi_run(struct app *app, int listen_fd, const int handoff[2]);
+
+/* Make the hand-off channel: a pair of connected SOCK_SEQPACKET sockets,
+ * sv[0] to receive, sv[1] to send; both inherited by every worker. */
+int fcgi_handoff_channel(int sv[2]);
+
+#endif
