@@ -883,12 +883,17 @@ struct snap_ctx {
 	long rows;
 };
 
-static int snap_emit(void *ctx, struct cache_row *row)
+/* pg_each's callback: store row i of r. */
+static int snap_row(void *ctx, const PGresult *r, int i)
 {
 	struct snap_ctx *sc = ctx;
-	int rc = put_row(sc->c, sc->t, row, sc->now);
+	struct cache_row row;
+	int rc;
 
-	cache_row_free(row);
+	if (cache_defs[sc->t]->row(r, i, &row) < 0)
+		return PG_EBUG;
+	rc = put_row(sc->c, sc->t, &row, sc->now);
+	cache_row_free(&row);
 	if (rc < 0)
 		return -1;
 	sc->rows++;
@@ -904,7 +909,7 @@ static int snapshot_refresh(struct cache *c, struct pg *pg, int t, long *rows)
 	char sql[160];
 	int rc;
 
-	if (cache_defs[t] == NULL || cache_defs[t]->fetch_all == NULL)
+	if (cache_defs[t] == NULL || cache_defs[t]->all == NULL)
 		return 0;
 	if (begin(c) < 0)
 		return -1;
@@ -917,7 +922,7 @@ static int snapshot_refresh(struct cache *c, struct pg *pg, int t, long *rows)
 		return -1;
 	}
 	sqlite3_reset(c->st[t][S_CLEAR]);
-	rc = cache_defs[t]->fetch_all(pg, snap_emit, &sc);
+	rc = pg_each(pg, cache_defs[t]->all, NULL, snap_row, &sc);
 	if (rc != PG_OK || c->db == NULL) {
 		rollback(c);
 		return rc != PG_OK ? rc : -1;
@@ -939,7 +944,7 @@ static bool snapshot_ok(struct cache *c, int t, bool need_fresh, int64_t *synced
 {
 	struct tstate ts;
 
-	if (cache_defs[t] == NULL || cache_defs[t]->fetch_all == NULL || !usable(c) ||
+	if (cache_defs[t] == NULL || cache_defs[t]->all == NULL || !usable(c) ||
 	    table_state(c, t, &ts) < 0 || !ts.complete)
 		return false;
 	if (synced_at)
@@ -1367,7 +1372,7 @@ int cache_rebuild(struct cache *c, struct pg *pg, long rows[CACHE_NTABLES])
 		return -1;
 	for (int t = 0; t < CACHE_NTABLES; t++) {
 		rows[t] = 0;
-		if (cache_defs[t] && cache_defs[t]->fetch_all) {
+		if (cache_defs[t] && cache_defs[t]->all) {
 			if ((rc = snapshot_refresh(c, pg, t, &rows[t])) != 0)
 				return rc;
 		} else {

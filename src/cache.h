@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <libpq-fe.h>
+
 #include "buf.h"
 #include "cache_migrate.h"
 
@@ -56,10 +58,12 @@ struct cache_tabledef {
 	const char *expires_col;            /* rows whose value (ISO time) is past read as absent; or NULL */
 	/* One row by key: 1 and *row filled, 0 when absent, or a negative pg_err. */
 	int (*fetch)(struct pg *pg, const char *key, struct cache_row *row);
-	/* Every row, for a snapshot (NULL: this table is cached per key only).
-	 * Calls emit for each row (which takes the row's strings); stops and
-	 * returns emit's error if it fails. Returns a pg_err. */
-	int (*fetch_all)(struct pg *pg, int (*emit)(void *ctx, struct cache_row *row), void *ctx);
+	/* Every row, for a snapshot: a statement without parameters and the
+	 * conversion of its row i (0, or -1 when out of memory; row left empty).
+	 * NULL: this table is cached per key only. The rows are streamed
+	 * (pg_each), so a table of any size takes no more memory than a row. */
+	const struct pg_stmt *all;
+	int (*row)(const PGresult *r, int i, struct cache_row *row);
 };
 /* The registry, indexed by enum cache_tbl (CACHE_CREDENTIALS: NULL). */
 extern const struct cache_tabledef *const cache_defs[CACHE_NTABLES];

@@ -205,29 +205,6 @@ static int fetch_one(struct pg *pg, const char *key, struct cache_row *row)
 	return found;
 }
 
-static int fetch_all(struct pg *pg, int (*emit)(void *ctx, struct cache_row *row), void *ctx)
-{
-	struct cache_row row;
-	PGresult *r;
-	int err;
-
-	if ((r = pg_query(pg, &st_all, NULL, &err)) == NULL)
-		return err;
-	for (int i = 0; i < PQntuples(r); i++) {
-		if (row_from(r, i, &row) < 0) {
-			err = PG_EBUG;
-			goto out;
-		}
-		/* emit takes the row's strings, also when it fails. */
-		if ((err = emit(ctx, &row)) != 0)
-			goto out;
-	}
-	err = PG_OK;
-out:
-	PQclear(r);
-	return err;
-}
-
 const struct cache_tabledef deployments_cache_def = {
 	.name = "deployment_history",
 	.key_col = "id",
@@ -235,7 +212,8 @@ const struct cache_tabledef deployments_cache_def = {
 	.order_col = "deployed_at",
 	.expires_col = NULL,
 	.fetch = fetch_one,
-	.fetch_all = fetch_all,
+	.all = &st_all,
+	.row = row_from,
 };
 
 /* The statement parameters for filters f: p[k] for cached column k. A

@@ -216,21 +216,27 @@ static bool is_prepared(const struct pg *pg, const struct pg_stmt *st)
 	return false;
 }
 
-static PGresult *query_once(struct pg *pg, const struct pg_stmt *st, const char *const *params, int *err)
+static int prepare(struct pg *pg, const struct pg_stmt *st)
 {
 	PGresult *r;
+	int err;
 
-	if (!is_prepared(pg, st)) {
-		r = PQprepare(pg->conn, st->name, st->sql, st->nparams, NULL);
-		r = finish(pg, r, err);
-		if (r == NULL)
-			return NULL;
-		PQclear(r);
-		if (pg->nprepared < PG_MAX_PREPARED)
-			pg->prepared[pg->nprepared++] = st;
-	}
-	r = PQexecPrepared(pg->conn, st->name, st->nparams, params, NULL, NULL, 0);
-	return finish(pg, r, err);
+	if (is_prepared(pg, st))
+		return PG_OK;
+	r = finish(pg, PQprepare(pg->conn, st->name, st->sql, st->nparams, NULL), &err);
+	if (r == NULL)
+		return err;
+	PQclear(r);
+	if (pg->nprepared < PG_MAX_PREPARED)
+		pg->prepared[pg->nprepared++] = st;
+	return PG_OK;
+}
+
+static PGresult *query_once(struct pg *pg, const struct pg_stmt *st, const char *const *params, int *err)
+{
+	if ((*err = prepare(pg, st)) != PG_OK)
+		return NULL;
+	return finish(pg, PQexecPrepared(pg->conn, st->name, st->nparams, params, NULL, NULL, 0), err);
 }
 
 PGresult *pg_query(struct pg *pg, const struct pg_stmt *st, const char *const *params, int *err)
@@ -248,6 +254,61 @@ PGresult *pg_query(struct pg *pg, const struct pg_stmt *st, const char *const *p
 	    PQstatus(pg->conn) != CONNECTION_OK && pg_connect(pg) == PG_OK)
 		r = query_once(pg, st, params, err);
 	return r;
+}
+
+/* Send st in single-row mode and hand each row to fn; after fn fails, the
+ * statement is cancelled and the rest read and dropped. */
+static int each_once(struct pg *pg, const struct pg_stmt *st, const char *const *params,
+    int (*fn)(void *ctx, const PGresult *r, int i), void *ctx)
+{
+	PGresult *r;
+	int rc = PG_OK, err;
+
+	if ((err = prepare(pg, st)) != PG_OK)
+		return err;
+	if (!PQsendQueryPrepared(pg->conn, st->name, st->nparams, params, NULL, NULL, 0)) {
+		PQclear(finish(pg, NULL, &err));
+		return err;
+	}
+	/* Should it fail, the rows come in one result: still handled below. */
+	(void)PQsetSingleRowMode(pg->conn);
+	while ((r = PQgetResult(pg->conn)) != NULL) {
+		ExecStatusType s = PQresultStatus(r);
+		bool rows = s == PGRES_SINGLE_TUPLE || s == PGRES_TUPLES_OK;
+		for (int i = 0; rows && rc == PG_OK && i < PQntuples(r); i++) {
+			if ((rc = fn(ctx, r, i)) != PG_OK) {
+				PGcancel *c = PQgetCancel(pg->conn);
+				char msg[256];
+				if (c == NULL || !PQcancel(c, msg, sizeof msg))
+					log_warn("postgresql (%s): cannot cancel %s", pg->app_name, st->name);
+				PQfreeCancel(c);
+			}
+		}
+		if (rows || rc != PG_OK) {
+			PQclear(r);
+		} else {
+			PQclear(finish(pg, r, &err));   /* an error before fn failed: it is the answer */
+			rc = err;
+		}
+	}
+	return rc;
+}
+
+int pg_each(struct pg *pg, const struct pg_stmt *st, const char *const *params,
+    int (*fn)(void *ctx, const PGresult *r, int i), void *ctx)
+{
+	bool idle;
+	int rc;
+
+	if ((rc = pg_connect(pg)) != PG_OK)
+		return rc;
+	idle = PQtransactionStatus(pg->conn) == PQTRANS_IDLE;
+	rc = each_once(pg, st, params, fn, ctx);
+	/* As in pg_query; fn has seen no row when the connection was dead. */
+	if (rc == PG_EUNAVAIL && idle && st->retry && PQstatus(pg->conn) != CONNECTION_OK &&
+	    pg_connect(pg) == PG_OK)
+		rc = each_once(pg, st, params, fn, ctx);
+	return rc;
 }
 
 int pg_page(struct pg *pg, const struct pg_stmt *count, const struct pg_stmt *list,

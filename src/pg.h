@@ -54,6 +54,13 @@ void pg_disconnect(struct pg *pg);
 PGresult *pg_query(struct pg *pg, const struct pg_stmt *st, const char *const *params, int *err)
 	__attribute__((warn_unused_result));
 
+/* Run a prepared statement and call fn for each row (r, row i; fn must not
+ * keep r) as it arrives, never holding the whole result. fn returns 0 to go
+ * on, else a pg_err that stops the statement and is returned. Returns a
+ * pg_err. */
+int pg_each(struct pg *pg, const struct pg_stmt *st, const char *const *params,
+    int (*fn)(void *ctx, const PGresult *r, int i), void *ctx) __attribute__((warn_unused_result));
+
 /* A page of rows and the count of all matches: *total from count (one row,
  * one number), then *rows from list (caller PQclears). Both take params.
  * Returns a pg_err. */

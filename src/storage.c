@@ -60,6 +60,11 @@ static const struct pg_stmt st_compilation_get = { "compilations_get",
 	"SELECT " COMPILATION_COLUMNS " FROM compilation_metadata WHERE id = $1::uuid", 1, true };
 static const struct pg_stmt st_compilation_all = { "compilations_all",
 	"SELECT " COMPILATION_COLUMNS " FROM compilation_metadata", 0, true };
+/* Exports are of the tables, expired rows included, in key order. */
+static const struct pg_stmt st_storage_export = { "storage_export",
+	"SELECT " STORAGE_COLUMNS " FROM storage_entries ORDER BY key LIMIT $1::integer", 1, true };
+static const struct pg_stmt st_filter_export = { "filters_export",
+	"SELECT " FILTER_COLUMNS " FROM filter_cache ORDER BY source LIMIT $1::integer", 1, true };
 static const struct pg_stmt st_compilation_list = { "compilations_list",
 	"SELECT " COMPILATION_COLUMNS " FROM compilation_metadata "
 	"WHERE ($1::text IS NULL OR config_name = $1) "
@@ -192,6 +197,12 @@ static int compilation_row(struct cache_row *row, const PGresult *r, int i)
 	return row_fill(row, r, i, 0, compilation_cols, compilation_body);
 }
 
+/* The same, in the argument order of cache_tabledef.row. */
+static int compilation_snapshot_row(const PGresult *r, int i, struct cache_row *row)
+{
+	return compilation_row(row, r, i);
+}
+
 /* Run a one-row lookup and fill row: 1, 0 when absent, or a pg_err. */
 static int fetch_one(struct pg *pg, const struct pg_stmt *st, const char *key, struct cache_row *row,
     int (*fill)(struct cache_row *, const PGresult *, int))
@@ -230,25 +241,6 @@ static int compilations_fetch(struct pg *pg, const char *key, struct cache_row *
 	return fetch_one(pg, &st_compilation_get, key, row, compilation_row);
 }
 
-static int compilations_fetch_all(struct pg *pg, int (*emit)(void *ctx, struct cache_row *row), void *ctx)
-{
-	struct cache_row row;
-	PGresult *r;
-	int err;
-
-	if ((r = pg_query(pg, &st_compilation_all, NULL, &err)) == NULL)
-		return err;
-	for (int i = 0; i < PQntuples(r); i++) {
-		if ((err = compilation_row(&row, r, i)) != 0)
-			break;
-		/* emit takes the row's strings, even when it fails. */
-		if ((err = emit(ctx, &row)) != 0)
-			break;
-	}
-	PQclear(r);
-	return err;
-}
-
 const struct cache_tabledef storage_cache_def = {
 	.name = "storage_entries",
 	.key_col = "key",
@@ -256,7 +248,6 @@ const struct cache_tabledef storage_cache_def = {
 	.order_col = NULL,
 	.expires_col = "expires_at",
 	.fetch = storage_fetch,
-	.fetch_all = NULL,
 };
 
 const struct cache_tabledef filters_cache_def = {
@@ -266,7 +257,6 @@ const struct cache_tabledef filters_cache_def = {
 	.order_col = NULL,
 	.expires_col = "expires_at",
 	.fetch = filters_fetch,
-	.fetch_all = NULL,
 };
 
 const struct cache_tabledef compilations_cache_def = {
@@ -276,7 +266,8 @@ const struct cache_tabledef compilations_cache_def = {
 	.order_col = "timestamp",
 	.expires_col = NULL,
 	.fetch = compilations_fetch,
-	.fetch_all = compilations_fetch_all,
+	.all = &st_compilation_all,
+	.row = compilation_snapshot_row,
 };
 
 /* ------------------------------------------------------------ writes -- */
@@ -377,14 +368,37 @@ int storage_compilation_create(struct pg *pg, const char *config_name, long long
 
 /* ------------------------------------------------------------- lists -- */
 
+/* Run st and append each row's API object (built by body), joined by
+ * ',', to out; *count gets the rows. Returns a pg_err. */
+static int append_objects(struct pg *pg, const struct pg_stmt *st, const char *const *params,
+    void (*body)(struct buf *, const PGresult *, int), struct buf *out, long *count)
+{
+	PGresult *r;
+	int err;
+
+	*count = 0;
+	if ((r = pg_query(pg, st, params, &err)) == NULL)
+		return err;
+	for (int i = 0; i < PQntuples(r); i++) {
+		if (i > 0)
+			buf_append(out, ",", 1);
+		body(out, r, i);
+	}
+	*count = PQntuples(r);
+	PQclear(r);
+	if (out->oom) {
+		log_error("storage: out of memory answering %s", st->name);
+		return PG_EBUG;
+	}
+	return PG_OK;
+}
+
 int storage_compilations_pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
     struct buf *out, long *count)
 {
 	const char *config_name = NULL;
 	char lim[24];
 	const char *p[] = { NULL, lim };
-	PGresult *r;
-	int err;
 
 	*count = 0;
 	for (int k = 0; k < nf; k++) {
@@ -396,18 +410,23 @@ int storage_compilations_pg_list(struct pg *pg, const struct cache_filter *f, in
 	}
 	p[0] = config_name;
 	snprintf(lim, sizeof lim, "%ld", limit);
-	if ((r = pg_query(pg, &st_compilation_list, p, &err)) == NULL)
-		return err;
-	for (int i = 0; i < PQntuples(r); i++) {
-		if (i > 0)
-			buf_append(out, ",", 1);
-		compilation_body(out, r, i);
-	}
-	*count = PQntuples(r);
-	PQclear(r);
-	if (out->oom) {
-		log_error("storage: out of memory listing compilations");
-		return PG_EBUG;
-	}
-	return PG_OK;
+	return append_objects(pg, &st_compilation_list, p, compilation_body, out, count);
+}
+
+int storage_export_entries(struct pg *pg, long limit, struct buf *out, long *count)
+{
+	char lim[24];
+	const char *p[] = { lim };
+
+	snprintf(lim, sizeof lim, "%ld", limit);
+	return append_objects(pg, &st_storage_export, p, storage_body, out, count);
+}
+
+int storage_export_filters(struct pg *pg, long limit, struct buf *out, long *count)
+{
+	char lim[24];
+	const char *p[] = { lim };
+
+	snprintf(lim, sizeof lim, "%ld", limit);
+	return append_objects(pg, &st_filter_export, p, filter_body, out, count);
 }

@@ -60,4 +60,13 @@ int storage_compilation_create(struct pg *pg, const char *config_name, long long
 int storage_compilations_pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
     struct buf *out, long *count);
 
+/* For the admin export: append up to limit rows as the API objects of GET
+ * /api/storage/{key} (by key), resp. GET /api/filter-cache (by source),
+ * joined by ',', to out and set *count; expired rows included (an export
+ * is of the table, not of what reads see). Returns a pg_err. */
+int storage_export_entries(struct pg *pg, long limit, struct buf *out, long *count)
+	__attribute__((warn_unused_result));
+int storage_export_filters(struct pg *pg, long limit, struct buf *out, long *count)
+	__attribute__((warn_unused_result));
+
 #endif

@@ -7,9 +7,6 @@
 #include "log.h"
 #include "pg.h"
 
-/* Times as the API shows them (as in storage.c): ISO-8601 UTC with ms. */
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 /* ---------------------------------------------------------- statements -- */
 
 /* One statement, so the five counts come from one snapshot. */
@@ -33,20 +30,6 @@ static const struct pg_stmt st_clear_cache = { "storage_admin_clear_cache",
 	"WITH s AS (DELETE FROM storage_entries WHERE starts_with(key, 'cache/') RETURNING 1), "
 	"  f AS (DELETE FROM filter_cache RETURNING 1) "
 	"SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM f)", 0, false };
-
-/* The API objects of GET /api/storage/{key} and GET /api/filter-cache,
- * built by PostgreSQL: data is json, which json_build_object embeds
- * verbatim, so it comes out exactly as it was given (as on a GET). */
-static const struct pg_stmt st_export_entries = { "storage_admin_export_entries",
-	"SELECT json_build_object('key', key, 'data', data, "
-	"  'createdAt', " TS("created_at") ", 'updatedAt', " TS("updated_at") ", "
-	"  'expiresAt', " TS("expires_at") ", 'tags', tags)::text "
-	"FROM storage_entries ORDER BY key LIMIT $1::integer", 1, true };
-static const struct pg_stmt st_export_filters = { "storage_admin_export_filters",
-	"SELECT json_build_object('source', source, 'content', content, 'hash', hash, "
-	"  'etag', etag, 'createdAt', " TS("created_at") ", 'updatedAt', " TS("updated_at") ", "
-	"  'expiresAt', " TS("expires_at") ")::text "
-	"FROM filter_cache ORDER BY source LIMIT $1::integer", 1, true };
 
 /* relkind r/p: (partitioned) table, i/I: (partitioned) index. */
 static const struct pg_stmt st_tables = { "storage_admin_tables",
@@ -86,32 +69,6 @@ static int clear(struct pg *pg, const struct pg_stmt *st, long long *a, long lon
 	*a = num(r, 0, 0);
 	*b = num(r, 0, 1);
 	PQclear(r);
-	return PG_OK;
-}
-
-/* Append column 0 of every row of st(limit), joined by ','. */
-static int export_rows(struct pg *pg, const struct pg_stmt *st, long limit, struct buf *out, long *count)
-{
-	char lim[24];
-	const char *p[] = { lim };
-	PGresult *r;
-	int err;
-
-	*count = 0;
-	snprintf(lim, sizeof lim, "%ld", limit);
-	if ((r = pg_query(pg, st, p, &err)) == NULL)
-		return err;
-	for (int i = 0; i < PQntuples(r); i++) {
-		if (i > 0)
-			buf_append(out, ",", 1);
-		buf_append(out, PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0));
-	}
-	*count = PQntuples(r);
-	PQclear(r);
-	if (out->oom) {
-		log_error("storage_admin: out of memory exporting %s", st->name);
-		return PG_EBUG;
-	}
 	return PG_OK;
 }
 
@@ -158,15 +115,6 @@ int storage_admin_begin_snapshot(struct pg *pg)
 	return err;
 }
 
-int storage_admin_export_entries(struct pg *pg, long limit, struct buf *out, long *count)
-{
-	return export_rows(pg, &st_export_entries, limit, out, count);
-}
-
-int storage_admin_export_filters(struct pg *pg, long limit, struct buf *out, long *count)
-{
-	return export_rows(pg, &st_export_filters, limit, out, count);
-}
 
 int storage_admin_tables(struct pg *pg, PGresult **r)
 {

@@ -48,16 +48,6 @@ int storage_admin_clear_cache(struct pg *pg, long long *storage, long long *filt
  * Returns a pg_err. */
 int storage_admin_begin_snapshot(struct pg *pg) __attribute__((warn_unused_result));
 
-/* Append up to limit rows as API objects (the shape of GET
- * /api/storage/{key}, resp. GET /api/filter-cache), joined by ',', to out
- * and set *count; storage entries by key, filter lists by source, expired
- * rows included (an export is of the table, not of what reads see).
- * Returns a pg_err. */
-int storage_admin_export_entries(struct pg *pg, long limit, struct buf *out, long *count)
-	__attribute__((warn_unused_result));
-int storage_admin_export_filters(struct pg *pg, long limit, struct buf *out, long *count)
-	__attribute__((warn_unused_result));
-
 /* The tables and indexes of schema public, sorted by name: *r has the
  * columns name and type ("table" or "index"); the caller PQclears it.
  * Returns a pg_err. */

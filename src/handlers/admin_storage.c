@@ -145,10 +145,10 @@ void h_astorage_export(struct app *app, struct http_request *req, struct http_re
 		goto fail;
 	buf_reset(b);
 	buf_printf(b, "{\"success\":true,\"exportedAt\":\"%s\",\"storage_entries\":[", iso);
-	if ((rc = storage_admin_export_entries(app->pg, EXPORT_ENTRIES_MAX, b, &n)) != PG_OK)
+	if ((rc = storage_export_entries(app->pg, EXPORT_ENTRIES_MAX, b, &n)) != PG_OK)
 		goto fail;
 	buf_puts(b, "],\"filter_cache\":[");
-	if ((rc = storage_admin_export_filters(app->pg, EXPORT_FILTERS_MAX, b, &n)) != PG_OK)
+	if ((rc = storage_export_filters(app->pg, EXPORT_FILTERS_MAX, b, &n)) != PG_OK)
 		goto fail;
 	buf_puts(b, "],\"compilation_metadata\":[");
 	/* storage.c's list: the objects of GET /api/compilations, newest first. */

@@ -1398,6 +1398,57 @@ static void test_written_deleted(void)
 
 /* ---------------------------------------------------------------- main -- */
 
+/* ------------------------------------------------ pg_each (snapshots) -- */
+
+struct each_ctx {
+	long rows, sum, stop_at;
+};
+
+static int each_row(void *ctx, const PGresult *r, int i)
+{
+	struct each_ctx *e = ctx;
+
+	e->rows++;
+	e->sum += atol(PQgetvalue(r, i, 0));
+	return e->stop_at > 0 && e->rows == e->stop_at ? PG_EBUG : PG_OK;
+}
+
+/* Snapshots stream their table through pg_each: every row once, in
+ * order, and a stop (or an error) leaves the connection ready. */
+static void test_pg_each(void)
+{
+	static const struct pg_stmt many = { "test_each_many",
+		"SELECT g FROM generate_series(1, 200000) g", 0, true };
+	static const struct pg_stmt broken = { "test_each_broken",
+		"SELECT 10 / (5 - g) FROM generate_series(1, 10) g", 0, true };
+	static const struct pg_stmt one = { "test_each_one", "SELECT 1", 0, true };
+	struct each_ctx e = { 0, 0, 0 };
+	PGresult *r;
+	int err;
+
+	is_int(pg_each(g_pg, &many, NULL, each_row, &e), PG_OK, "pg_each: 200000 rows");
+	is_int(e.rows, 200000, "pg_each: each row once");
+	is_int(e.sum, 200000L * 200001 / 2, "pg_each: all of them");
+
+	e = (struct each_ctx){ 0, 0, 10 };
+	is_int(pg_each(g_pg, &many, NULL, each_row, &e), PG_EBUG, "pg_each: the callback's error is returned");
+	is_int(e.rows, 10, "pg_each: and no row after it");
+	r = pg_query(g_pg, &one, NULL, &err);
+	ok(r != NULL && err == PG_OK, "pg_each: the connection is ready after a stop");
+	PQclear(r);
+
+	e = (struct each_ctx){ 0, 0, 0 };
+	is_int(pg_each(g_pg, &broken, NULL, each_row, &e), PG_EINPUT, "pg_each: a failing statement's error");
+	ok(e.rows < 5, "pg_each: rows before the error only");
+	r = pg_query(g_pg, &one, NULL, &err);
+	ok(r != NULL && err == PG_OK, "pg_each: the connection is ready after an error");
+	PQclear(r);
+
+	e = (struct each_ctx){ 0, 0, 0 };
+	is_int(pg_each(g_down, &one, NULL, each_row, &e), PG_EUNAVAIL, "pg_each: PostgreSQL down");
+	is_int(e.rows, 0, "pg_each: no row");
+}
+
 int main(void)
 {
 	const char *url = getenv("BLOQR_TEST_PG_URL");
@@ -1436,6 +1487,7 @@ int main(void)
 	test_mark_all_stale();
 	test_rebuild_verify();
 	test_written_deleted();
+	test_pg_each();
 
 	for (int i = 0; i < g_npaths; i++)
 		remove_files(g_paths[i]);
