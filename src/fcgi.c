@@ -290,7 +290,7 @@ static void hand_off(struct loop *L, bool quiet_only)
 			pfd[n++] = (struct pollfd){ L->conns[i], POLLIN, 0 };
 	if (quiet_only && poll(pfd, (nfds_t)n, 0) < 0)
 		return;
-	for (int i = 0, k = n; i < k; i++)
+	for (int i = 0; i < n; i++)
 		if (!quiet_only || pfd[i].revents == 0)
 			give[ngive++] = pfd[i].fd;
 	for (int i = 0; i < ngive; i += HANDOFF_BATCH) {
