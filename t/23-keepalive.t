@@ -76,7 +76,11 @@ subtest 'a request is not held up behind a slow one' => sub {
 		close $fh;
 		POSIX::_exit(0);
 	}
-	sleep 0.5;    # the slow query is running
+	# Until PostgreSQL runs it: its worker has handed its idle connections
+	# over by then.
+	ok(poll(10, sub { sql(q{SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
+		AND query LIKE '%pg_sleep(3)%' AND query NOT LIKE '%pg_stat_activity%'}) eq '1' }),
+		'the slow query is running');
 	my ($fail, $n) = (0, 0);
 	for (1 .. 20) {
 		$n++;
