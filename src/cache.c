@@ -43,6 +43,7 @@ struct cache {
 	bool listener_connected;
 	int64_t listener_since;
 	int64_t heartbeat;           /* the syncer's last, as read_state saw it */
+	bool wal;                    /* the file is in WAL mode */
 	bool shm_mapped;             /* SQLite has mapped the WAL index (a read was made) */
 	struct cache_memo memo;      /* the last snapshot reads (cache_memo.h) */
 };
@@ -285,6 +286,15 @@ out:
 	return rc;
 }
 
+/* sqlite3_exec's callback for PRAGMA journal_mode: whether it is WAL now
+ * (a file system without shared memory support may refuse). */
+static int journal_mode_is_wal(void *ctx, int n, char **vals, char **names)
+{
+	(void)names;
+	*(bool *)ctx = n == 1 && vals[0] != NULL && strcmp(vals[0], "wal") == 0;
+	return 0;
+}
+
 /* Open (or reopen) the file, creating or rebuilding it when needed. */
 static int cache_reopen(struct cache *c)
 {
@@ -305,7 +315,9 @@ static int cache_reopen(struct cache *c)
 		return -1;
 	}
 	sqlite3_busy_timeout(c->db, 2000);
-	sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
+	c->wal = false;
+	sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", journal_mode_is_wal, &c->wal, NULL);
+	sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
 	if (prepare_all(c) < 0) {
 		close_db(c);
 		return -1;
@@ -1005,7 +1017,7 @@ static bool file_version(struct cache *c, unsigned char v[CACHE_MEMO_VERSION])
 	void volatile *shm = NULL;
 	const volatile unsigned char *h;
 
-	if (!c->shm_mapped || c->db == NULL ||
+	if (!c->wal || !c->shm_mapped || c->db == NULL ||
 	    sqlite3_file_control(c->db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK ||
 	    f == NULL || f->pMethods == NULL || f->pMethods->iVersion < 2 || f->pMethods->xShmMap == NULL ||
 	    f->pMethods->xShmMap(f, 0, WALINDEX_PGSZ, 0, &shm) != SQLITE_OK || shm == NULL)
