@@ -256,14 +256,16 @@ PGresult *pg_query(struct pg *pg, const struct pg_stmt *st, const char *const *p
 	return r;
 }
 
-/* Send st in single-row mode and hand each row to fn; after fn fails, the
- * statement is cancelled and the rest read and dropped. */
+/* Send st in single-row mode and hand each row to fn (*seen counts them);
+ * after fn fails, the statement is cancelled and the rest read and
+ * dropped. */
 static int each_once(struct pg *pg, const struct pg_stmt *st, const char *const *params,
-    int (*fn)(void *ctx, const PGresult *r, int i), void *ctx)
+    int (*fn)(void *ctx, const PGresult *r, int i), void *ctx, long *seen)
 {
 	PGresult *r;
 	int rc = PG_OK, err;
 
+	*seen = 0;
 	if ((err = prepare(pg, st)) != PG_OK)
 		return err;
 	if (!PQsendQueryPrepared(pg->conn, st->name, st->nparams, params, NULL, NULL, 0)) {
@@ -276,6 +278,7 @@ static int each_once(struct pg *pg, const struct pg_stmt *st, const char *const 
 		ExecStatusType s = PQresultStatus(r);
 		bool rows = s == PGRES_SINGLE_TUPLE || s == PGRES_TUPLES_OK;
 		for (int i = 0; rows && rc == PG_OK && i < PQntuples(r); i++) {
+			++*seen;
 			if ((rc = fn(ctx, r, i)) != PG_OK) {
 				PGcancel *c = PQgetCancel(pg->conn);
 				char msg[256];
@@ -298,16 +301,18 @@ int pg_each(struct pg *pg, const struct pg_stmt *st, const char *const *params,
     int (*fn)(void *ctx, const PGresult *r, int i), void *ctx)
 {
 	bool idle;
+	long seen;
 	int rc;
 
 	if ((rc = pg_connect(pg)) != PG_OK)
 		return rc;
 	idle = PQtransactionStatus(pg->conn) == PQTRANS_IDLE;
-	rc = each_once(pg, st, params, fn, ctx);
-	/* As in pg_query; fn has seen no row when the connection was dead. */
-	if (rc == PG_EUNAVAIL && idle && st->retry && PQstatus(pg->conn) != CONNECTION_OK &&
+	rc = each_once(pg, st, params, fn, ctx, &seen);
+	/* As in pg_query, but only when fn has seen no row: a connection lost
+	 * halfway must not hand fn the same rows twice. */
+	if (rc == PG_EUNAVAIL && seen == 0 && idle && st->retry && PQstatus(pg->conn) != CONNECTION_OK &&
 	    pg_connect(pg) == PG_OK)
-		rc = each_once(pg, st, params, fn, ctx);
+		rc = each_once(pg, st, params, fn, ctx, &seen);
 	return rc;
 }
 

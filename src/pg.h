@@ -56,8 +56,9 @@ PGresult *pg_query(struct pg *pg, const struct pg_stmt *st, const char *const *p
 
 /* Run a prepared statement and call fn for each row (r, row i; fn must not
  * keep r) as it arrives, never holding the whole result. fn returns 0 to go
- * on, else a pg_err that stops the statement and is returned. Returns a
- * pg_err. */
+ * on, else a pg_err that stops the statement and is returned. A dead idle
+ * connection is replaced once, as pg_query does, if fn has seen no row yet.
+ * Returns a pg_err. */
 int pg_each(struct pg *pg, const struct pg_stmt *st, const char *const *params,
     int (*fn)(void *ctx, const PGresult *r, int i), void *ctx) __attribute__((warn_unused_result));
 

@@ -413,20 +413,23 @@ int storage_compilations_pg_list(struct pg *pg, const struct cache_filter *f, in
 	return append_objects(pg, &st_compilation_list, p, compilation_body, out, count);
 }
 
-int storage_export_entries(struct pg *pg, long limit, struct buf *out, long *count)
+/* The first limit rows of an export statement (its one parameter). */
+static int export_objects(struct pg *pg, const struct pg_stmt *st,
+    void (*body)(struct buf *, const PGresult *, int), long limit, struct buf *out, long *count)
 {
 	char lim[24];
 	const char *p[] = { lim };
 
 	snprintf(lim, sizeof lim, "%ld", limit);
-	return append_objects(pg, &st_storage_export, p, storage_body, out, count);
+	return append_objects(pg, st, p, body, out, count);
+}
+
+int storage_export_entries(struct pg *pg, long limit, struct buf *out, long *count)
+{
+	return export_objects(pg, &st_storage_export, storage_body, limit, out, count);
 }
 
 int storage_export_filters(struct pg *pg, long limit, struct buf *out, long *count)
 {
-	char lim[24];
-	const char *p[] = { lim };
-
-	snprintf(lim, sizeof lim, "%ld", limit);
-	return append_objects(pg, &st_filter_export, p, filter_body, out, count);
+	return export_objects(pg, &st_filter_export, filter_body, limit, out, count);
 }

@@ -1402,6 +1402,9 @@ static void test_written_deleted(void)
 
 struct each_ctx {
 	long rows, sum, stop_at;
+	long kill_at;            /* at this row, terminate the backend (another connection) */
+	const char *url;
+	int pid;
 };
 
 static int each_row(void *ctx, const PGresult *r, int i)
@@ -1410,19 +1413,26 @@ static int each_row(void *ctx, const PGresult *r, int i)
 
 	e->rows++;
 	e->sum += atol(PQgetvalue(r, i, 0));
+	if (e->kill_at > 0 && e->rows == e->kill_at) {
+		char q[80];
+		PGconn *k = PQconnectdb(e->url);
+		snprintf(q, sizeof q, "SELECT pg_terminate_backend(%d)", e->pid);
+		PQclear(PQexec(k, q));
+		PQfinish(k);
+	}
 	return e->stop_at > 0 && e->rows == e->stop_at ? PG_EBUG : PG_OK;
 }
 
 /* Snapshots stream their table through pg_each: every row once, in
  * order, and a stop (or an error) leaves the connection ready. */
-static void test_pg_each(void)
+static void test_pg_each(const char *url)
 {
 	static const struct pg_stmt many = { "test_each_many",
 		"SELECT g FROM generate_series(1, 200000) g", 0, true };
 	static const struct pg_stmt broken = { "test_each_broken",
 		"SELECT 10 / (5 - g) FROM generate_series(1, 10) g", 0, true };
 	static const struct pg_stmt one = { "test_each_one", "SELECT 1", 0, true };
-	struct each_ctx e = { 0, 0, 0 };
+	struct each_ctx e = { 0, 0, 0, 0, NULL, 0 };
 	PGresult *r;
 	int err;
 
@@ -1430,23 +1440,32 @@ static void test_pg_each(void)
 	is_int(e.rows, 200000, "pg_each: each row once");
 	is_int(e.sum, 200000L * 200001 / 2, "pg_each: all of them");
 
-	e = (struct each_ctx){ 0, 0, 10 };
+	e = (struct each_ctx){ 0, 0, 10, 0, NULL, 0 };
 	is_int(pg_each(g_pg, &many, NULL, each_row, &e), PG_EBUG, "pg_each: the callback's error is returned");
 	is_int(e.rows, 10, "pg_each: and no row after it");
 	r = pg_query(g_pg, &one, NULL, &err);
 	ok(r != NULL && err == PG_OK, "pg_each: the connection is ready after a stop");
 	PQclear(r);
 
-	e = (struct each_ctx){ 0, 0, 0 };
+	e = (struct each_ctx){ 0, 0, 0, 0, NULL, 0 };
 	is_int(pg_each(g_pg, &broken, NULL, each_row, &e), PG_EINPUT, "pg_each: a failing statement's error");
 	ok(e.rows < 5, "pg_each: rows before the error only");
 	r = pg_query(g_pg, &one, NULL, &err);
 	ok(r != NULL && err == PG_OK, "pg_each: the connection is ready after an error");
 	PQclear(r);
 
-	e = (struct each_ctx){ 0, 0, 0 };
+	e = (struct each_ctx){ 0, 0, 0, 0, NULL, 0 };
 	is_int(pg_each(g_down, &one, NULL, each_row, &e), PG_EUNAVAIL, "pg_each: PostgreSQL down");
 	is_int(e.rows, 0, "pg_each: no row");
+
+	/* The connection dies halfway: the rows already seen are not sent
+	 * again from a new connection (a statement is retried only before). */
+	e = (struct each_ctx){ 0, 0, 0, 1000, url, PQbackendPID(pg_conn(g_pg)) };
+	is_int(pg_each(g_pg, &many, NULL, each_row, &e), PG_EUNAVAIL, "pg_each: connection lost halfway");
+	ok(e.rows >= 1000 && e.rows < 200000, "pg_each: no row twice, none after the loss (%ld)", e.rows);
+	e = (struct each_ctx){ 0, 0, 0, 0, NULL, 0 };
+	is_int(pg_each(g_pg, &many, NULL, each_row, &e), PG_OK, "pg_each: reconnects for the next statement");
+	is_int(e.rows, 200000, "pg_each: and sees every row");
 }
 
 int main(void)
@@ -1487,7 +1506,7 @@ int main(void)
 	test_mark_all_stale();
 	test_rebuild_verify();
 	test_written_deleted();
-	test_pg_each();
+	test_pg_each(url);
 
 	for (int i = 0; i < g_npaths; i++)
 		remove_files(g_paths[i]);
