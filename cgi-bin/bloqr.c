@@ -54,10 +54,16 @@ int main(int argc, char **argv)
 	struct pool pool;
 	const char *conf_path = NULL;
 	char err[512];
-	int c, rc;
+	int c, rc, cgi;
 
 	memset(&pool, 0, sizeof pool);
 	pool.listen_fd = -1;
+	/* CGI mode ignores the command line (CONTRACT §1): web servers turn a
+	 * query string without '=' into arguments, so "?--listen+..." would
+	 * otherwise start a pool as the web server's user. */
+	cgi = getenv("GATEWAY_INTERFACE") != NULL && FCGX_IsCGI();
+	if (cgi)
+		argc = 1;
 	while ((c = getopt_long(argc, argv, "c:l:w:fh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -120,7 +126,7 @@ int main(int argc, char **argv)
 		} else {
 			rc = rc == POOL_MASTER_DONE ? 0 : 1;
 		}
-	} else if (!FCGX_IsCGI()) {
+	} else if (!cgi && !FCGX_IsCGI()) {
 		rc = serve(&pool.conf, 0, NULL, 0);     /* spawned: socket on stdin */
 	} else {
 		rc = serve(&pool.conf, -1, NULL, 1);

@@ -516,14 +516,10 @@ EOF
 	return $p;
 }
 
-# Apache (mod_proxy_fcgi) from conf/apache.conf.example, likewise.
-# Options: upstream, port, modules (extra module names, e.g. ['fcgid']).
-sub apache_start {
-	my (%o) = @_;
-	my $up = $o{upstream} // die "apache_start: upstream required\n";
-	my $port = $o{port} // free_port();
-	my $dir = _subdir('apache');
-	mkdir "$dir/run";
+# conf/apache.conf.example with its two addresses replaced.
+sub _example_vhost {
+	my ($up, $port, $dir) = @_;
+	defined $up or die "apache_start: upstream required\n";
 	my $example = srcdir() . '/conf/apache.conf.example';
 	my $vhost = _slurp($example) // die "cannot read $example\n";
 	$vhost = _subst($vhost, '127.0.0.1:8081', "127.0.0.1:$port", $example);
@@ -533,6 +529,20 @@ sub apache_start {
 		$vhost = _subst($vhost, '127.0.0.1:9000', $up, $example);
 	}
 	$vhost =~ s{\$\{APACHE_LOG_DIR\}/}{$dir/}g;
+	return $vhost;
+}
+
+# Apache (mod_proxy_fcgi) from conf/apache.conf.example, likewise.
+# Options: upstream, port, modules (extra module names, e.g. ['fcgid']),
+# vhost (a code ref given the port and the server's directory, returning
+# the virtual host's text to use instead of the example's; upstream is
+# then not needed).
+sub apache_start {
+	my (%o) = @_;
+	my $port = $o{port} // free_port();
+	my $dir = _subdir('apache');
+	mkdir "$dir/run";
+	my $vhost = $o{vhost} ? $o{vhost}->($port, $dir) : _example_vhost($o{upstream}, $port, $dir);
 	_spew("$dir/bloqr-vhost.conf", $vhost);
 
 	my $moddir = '/usr/lib/apache2/modules';
