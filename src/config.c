@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include "addrlist.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -8,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum conf_type { T_STR, T_LONG, T_BOOL, T_STRATEGY };
+enum conf_type { T_STR, T_LONG, T_BOOL, T_STRATEGY, T_OCTAL, T_ADDRS };
 
 struct conf_key {
 	const char *section;
@@ -32,8 +34,12 @@ static const struct conf_key conf_keys[] = {
 	{ "pool", "workers", T_LONG, OFF(pool_workers), "0", 1, 256 },
 	{ "pool", "max_requests", T_LONG, OFF(pool_max_requests), "0", 0, LONG_MAX },
 	{ "pool", "user", T_STR, OFF(pool_user), "", 0, 0 },
+	{ "pool", "socket_mode", T_OCTAL, OFF(pool_socket_mode), "0660", 0, 0777 },
+	{ "pool", "socket_group", T_STR, OFF(pool_socket_group), "", 0, 0 },
 	{ "http", "max_body", T_LONG, OFF(http_max_body), "1048576", 1, 1073741824 },
 	{ "http", "cookie_secure", T_BOOL, OFF(http_cookie_secure), "true", 0, 0 },
+	{ "http", "request_timeout", T_LONG, OFF(http_request_timeout), "30", 1, 3600 },
+	{ "http", "metrics_allow", T_ADDRS, OFF(http_metrics_allow), "127.0.0.0/8 ::1", 0, 0 },
 };
 #define NKEYS (sizeof conf_keys / sizeof conf_keys[0])
 
@@ -53,6 +59,11 @@ static int set_value(struct conf *c, const struct conf_key *k, const char *v,
 	char *base = (char *)c;
 
 	switch (k->type) {
+	case T_ADDRS:
+		if (addrlist_check(v, why, whylen) < 0)
+			return -1;
+		/* the list is kept as text */
+		/* fall through */
 	case T_STR: {
 		char **dst = (char **)(base + k->offset);
 		char *s = strdup(v);
@@ -78,6 +89,20 @@ static int set_value(struct conf *c, const struct conf_key *k, const char *v,
 		/* workers = 0 is the built-in "not set" only as a default. */
 		if (!is_default && (n < k->min || n > k->max)) {
 			snprintf(why, whylen, "%ld is out of range (%ld to %ld)", n, k->min, k->max);
+			return -1;
+		}
+		*dst = n;
+		return 0;
+	}
+	case T_OCTAL: {
+		long *dst = (long *)(base + k->offset);
+		char *end;
+		long n;
+
+		errno = 0;
+		n = strtol(v, &end, 8);
+		if (errno || end == v || *end != '\0' || v[0] != '0' || n < k->min || n > k->max) {
+			snprintf(why, whylen, "expected an octal file mode such as 0660, got \"%s\"", v);
 			return -1;
 		}
 		*dst = n;
@@ -273,7 +298,7 @@ void conf_free(struct conf *c)
 {
 	free(c->path);
 	for (size_t i = 0; i < NKEYS; i++)
-		if (conf_keys[i].type == T_STR) {
+		if (conf_keys[i].type == T_STR || conf_keys[i].type == T_ADDRS) {
 			char **p = (char **)((char *)c + conf_keys[i].offset);
 			free(*p);
 		}

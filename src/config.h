@@ -24,9 +24,13 @@ struct conf {
 	long pool_workers;            /* 0 = not set: the number of CPUs */
 	long pool_max_requests;       /* 0 = never recycle */
 	char *pool_user;              /* "" = stay as started */
+	long pool_socket_mode;        /* a unix:/path socket's mode */
+	char *pool_socket_group;      /* its group; "" = the pool's own */
 	/* [http] */
 	long http_max_body;
 	bool http_cookie_secure;
+	long http_request_timeout;    /* seconds to receive a whole request */
+	char *http_metrics_allow;     /* who may read /metrics (addrlist.h) */
 };
 
 /* Load path into *c (all strings owned by *c, free with conf_free). The

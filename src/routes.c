@@ -7,7 +7,7 @@
 const struct route router_routes[] = {
 	{ HTTP_GET, "/api", h_api_index, ROUTE_PUBLIC, "This list of endpoints" },
 	{ HTTP_GET, "/api/health", h_health, ROUTE_PUBLIC, "Health of the gateway, database, cache and auth" },
-	{ HTTP_GET, "/metrics", h_metrics, ROUTE_PUBLIC, "Prometheus metrics (restrict in the web server)" },
+	{ HTTP_GET, "/metrics", h_metrics, ROUTE_PUBLIC, "Prometheus metrics (addresses in [http] metrics_allow only)" },
 
 	{ HTTP_GET, "/api/version", h_version, ROUTE_PUBLIC, "The latest successful deployment" },
 	{ HTTP_GET, "/api/deployments", h_deployments_list, ROUTE_PUBLIC, "Deployment history (limit, version, status, branch)" },

@@ -1,4 +1,5 @@
 /* GET /metrics: the pool's counters in Prometheus text format. */
+#include "addrlist.h"
 #include "handlers/handlers.h"
 #include "metrics.h"
 #include "worker.h"
@@ -6,7 +7,13 @@
 void h_metrics(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	(void)app; (void)req; (void)m;
+	(void)m;
+	/* Not left to the web server alone: a location that matches only
+	 * "/metrics" exactly lets "/metrics/" or "/%6detrics" through. */
+	if (!addrlist_match(app->conf->http_metrics_allow, req->remote_addr)) {
+		http_error(res, 403, "Metrics are not available from this address");
+		return;
+	}
 	buf_reset(&res->body);
 	if (metrics_render(&res->body) < 0) {
 		http_error(res, 500, "Out of memory");

@@ -37,7 +37,25 @@ int main(void)
 	ok(conf_workers(&c) >= 1, "workers default to the CPUs");
 	is_int(c.http_max_body, 1048576, "default max_body");
 	ok(c.http_cookie_secure, "cookie_secure defaults to true");
+	is_int(c.http_request_timeout, 30, "default request_timeout");
+	is_str(c.http_metrics_allow, "127.0.0.0/8 ::1", "default metrics_allow: loopback");
+	is_int(c.pool_socket_mode, 0660, "default socket_mode 0660");
+	is_str(c.pool_socket_group, "", "default socket_group: none");
 	conf_free(&c);
+
+	ok(load("[pool]\nsocket_mode = 0600\nsocket_group = www-data\n[http]\nrequest_timeout = 5\n"
+	    "metrics_allow = 10.0.0.0/8, 2001:db8::/32 192.0.2.7\n", &c, err, sizeof err) == 0,
+	    "socket, timeout and metrics keys load: %s", err);
+	is_int(c.pool_socket_mode, 0600, "socket_mode is octal");
+	is_str(c.pool_socket_group, "www-data", "socket_group");
+	is_int(c.http_request_timeout, 5, "request_timeout");
+	conf_free(&c);
+	ok(load("[pool]\nsocket_mode = 660\n", &c, err, sizeof err) < 0, "socket_mode without a leading 0 refused");
+	ok(load("[pool]\nsocket_mode = 01777\n", &c, err, sizeof err) < 0, "socket_mode with special bits refused");
+	ok(load("[http]\nrequest_timeout = 0\n", &c, err, sizeof err) < 0, "request_timeout 0 refused");
+	ok(load("[http]\nmetrics_allow = 10.0.0.0/40\n", &c, err, sizeof err) < 0, "bad prefix refused");
+	ok(strstr(err, "http.metrics_allow"), "names the key: %s", err);
+	ok(load("[http]\nmetrics_allow = localhost\n", &c, err, sizeof err) < 0, "a host name refused");
 
 	ok(load("; comment\n# comment\n[database]\nurl = postgresql://h/db?a=1;b=2   ; why\n"
 	    "query_url = postgresql:///q?user=bloqr_query\n"
