@@ -281,6 +281,11 @@ void auth_forget(struct cache *c, const struct principal *p)
 
 static const struct pg_stmt st_signin_lock = { "auth_signin_lock",
 	"SELECT pg_advisory_xact_lock(hashtext('bloqr-signin:' || lower($1)))", 1, false };
+/* The address lock uses the two-key form of advisory lock, a key space of
+ * its own: it can never collide with the per-email lock, so taking the
+ * email's, then the address's, cannot deadlock. */
+static const struct pg_stmt st_signin_addr_lock = { "auth_signin_addr_lock",
+	"SELECT pg_advisory_xact_lock(1651273585, hashtext($1))", 1, false };
 static const struct pg_stmt st_attempts = { "auth_attempts_check",
 	"SELECT count(*) FILTER (WHERE lower(email) = lower($1)), "
 	"       count(*) FILTER (WHERE client_addr = $2), "
@@ -308,6 +313,13 @@ int auth_attempts_check(struct pg *pg, const char *email, const char *addr, bool
 	PGresult *r;
 	int err;
 
+	/* Serialise per address too (held to the end of the caller's
+	 * transaction), or concurrent sign-ins with different emails from one
+	 * address would all pass the check before any records its failure. */
+	r = pg_query(pg, &st_signin_addr_lock, &p[1], &err);
+	if (r == NULL)
+		return err;
+	PQclear(r);
 	snprintf(window, sizeof window, "%d", AUTH_WINDOW_S);
 	r = pg_query(pg, &st_attempts, p, &err);
 	if (r == NULL)

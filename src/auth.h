@@ -83,7 +83,9 @@ void auth_forget(struct cache *c, const struct principal *p);
 /* Serialize sign-ins for one email inside the caller's transaction. */
 int auth_signin_lock(struct pg *pg, const char *email);
 /* Whether email or addr has AUTH_MAX_FAILURES failures in the window; when
- * locked, *retry_after is the seconds until the oldest one ages out. */
+ * locked, *retry_after is the seconds until the oldest one ages out. Call
+ * it after auth_signin_lock, in the same transaction: it first serialises
+ * sign-ins from addr until the transaction ends. */
 int auth_attempts_check(struct pg *pg, const char *email, const char *addr, bool *locked, long *retry_after);
 int auth_attempt_record(struct pg *pg, const char *email, const char *addr, bool succeeded);
 
