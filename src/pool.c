@@ -71,7 +71,39 @@ static long long mono_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int pool_listen(const char *addr, char *err, size_t errlen)
+/* A unix socket's directory must be nobody else's to write in: whoever can
+ * write there can replace the socket with one of their own between our
+ * bind and the web server's connect. */
+static int check_socket_dir(const char *path, const struct pool_sock *o, char *err, size_t errlen)
+{
+	char dir[sizeof ((struct sockaddr_un *)0)->sun_path];
+	struct stat st;
+	char *slash;
+
+	snprintf(dir, sizeof dir, "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash == dir)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	if (stat(dir, &st) < 0) {
+		snprintf(err, errlen, "listen unix:%s: directory %s: %s", path, dir, strerror(errno));
+		return -1;
+	}
+	if (st.st_mode & S_IWOTH) {
+		snprintf(err, errlen, "listen unix:%s: directory %s is writable by others; "
+		    "use a directory only the pool's user can write (e.g. /run/bloqr)", path, dir);
+		return -1;
+	}
+	if (st.st_uid != 0 && st.st_uid != geteuid() && !(o && o->owner_ok && st.st_uid == o->owner)) {
+		snprintf(err, errlen, "listen unix:%s: directory %s belongs to another user (uid %ld)",
+		    path, dir, (long)st.st_uid);
+		return -1;
+	}
+	return 0;
+}
+
+int pool_listen(const char *addr, const struct pool_sock *o, char *err, size_t errlen)
 {
 	int fd = -1, one = 1;
 
@@ -79,6 +111,10 @@ int pool_listen(const char *addr, char *err, size_t errlen)
 		struct sockaddr_un sun;
 		struct stat st;
 		const char *path = addr + 5;
+		mode_t mode = o ? o->mode : 0660, old_mask;
+		gid_t egid = getegid();
+		bool setgid_done = false;
+		int rc, e;
 
 		memset(&sun, 0, sizeof sun);
 		sun.sun_family = AF_UNIX;
@@ -87,16 +123,47 @@ int pool_listen(const char *addr, char *err, size_t errlen)
 			return -1;
 		}
 		strcpy(sun.sun_path, path);
+		if (check_socket_dir(path, o, err, errlen) < 0)
+			return -1;
 		/* A socket left by a previous run is replaced; any other file is not. */
 		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
 			unlink(path);
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+		if (fd < 0) {
 			snprintf(err, errlen, "listen %s: %s", addr, strerror(errno));
 			goto fail;
 		}
-		/* The web server's workers (www-data…) must be able to connect. */
-		chmod(path, 0666);
+		/* The socket is born with its mode and group: the umask narrows
+		 * bind's 0777, and as root the effective group names the group.
+		 * No window in which it is wider, no chmod by path after. */
+		if (o && o->set_group && o->group != egid) {
+			if (setegid(o->group) == 0)
+				setgid_done = true;
+			else if (errno != EPERM) {
+				snprintf(err, errlen, "listen %s: group %ld: %s", addr, (long)o->group, strerror(errno));
+				goto fail;
+			}
+		}
+		old_mask = umask(~mode & 0777);
+		rc = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+		e = errno;
+		umask(old_mask);
+		if (setgid_done && setegid(egid) < 0) {
+			snprintf(err, errlen, "listen %s: cannot restore the group: %s", addr, strerror(errno));
+			goto fail;
+		}
+		if (rc < 0) {
+			snprintf(err, errlen, "listen %s: %s", addr, strerror(e));
+			goto fail;
+		}
+		/* Not root, but a member of the group: change it on the new node
+		 * (safe by path: the directory was checked to be ours). */
+		if (o && o->set_group && !setgid_done && o->group != egid && lchown(path, (uid_t)-1, o->group) < 0) {
+			snprintf(err, errlen, "listen %s: cannot give the socket to group %ld: %s", addr,
+			    (long)o->group, strerror(errno));
+			unlink(path);
+			goto fail;
+		}
 	} else {
 		struct addrinfo hints, *ai = NULL;
 		char host[256];
@@ -422,8 +489,32 @@ static int resolve_user(struct master *m)
 	m->uid = pw->pw_uid;
 	m->gid = pw->pw_gid;
 	m->drop_privs = true;
-	if (m->unix_path && chown(m->unix_path, m->uid, m->gid) < 0)
-		log_warn("pool: cannot chown %s: %s", m->unix_path, strerror(errno));
+	return 0;
+}
+
+/* A unix socket's mode and group: [pool] socket_mode, socket_group (else
+ * the group of [pool] user, else ours). */
+static int socket_options(const struct master *m, struct pool_sock *o)
+{
+	const char *name = m->p->conf.pool_socket_group;
+
+	memset(o, 0, sizeof *o);
+	o->mode = (mode_t)m->p->conf.pool_socket_mode;
+	if (m->drop_privs) {
+		o->owner = m->uid;
+		o->owner_ok = true;
+		o->group = m->gid;
+		o->set_group = true;
+	}
+	if (name && name[0] != '\0') {
+		struct group *gr = getgrnam(name);
+		if (gr == NULL) {
+			log_error("pool: [pool] socket_group = %s: no such group", name);
+			return -1;
+		}
+		o->group = gr->gr_gid;
+		o->set_group = true;
+	}
 	return 0;
 }
 
@@ -431,6 +522,7 @@ int pool_run(struct pool *p)
 {
 	static struct master m;    /* static: a child returns with it still valid */
 	const char *addr = p->listen ? p->listen : p->conf.pool_listen;
+	struct pool_sock sock;
 	char err[512];
 	int rc = -1;
 
@@ -438,7 +530,9 @@ int pool_run(struct pool *p)
 	m.p = p;
 	m.replace_next = -1;
 	p->handoff[0] = p->handoff[1] = -1;
-	p->listen_fd = pool_listen(addr, err, sizeof err);
+	if (resolve_user(&m) < 0 || socket_options(&m, &sock) < 0)
+		return -1;
+	p->listen_fd = pool_listen(addr, &sock, err, sizeof err);
 	if (p->listen_fd < 0) {
 		log_error("pool: %s", err);
 		return -1;
@@ -451,7 +545,7 @@ int pool_run(struct pool *p)
 	}
 	if (strncmp(addr, "unix:", 5) == 0)
 		m.unix_path = strdup(addr + 5);
-	if (resolve_user(&m) < 0 || metrics_init() < 0 || install_master_signals() < 0) {
+	if (metrics_init() < 0 || install_master_signals() < 0) {
 		log_error("pool: cannot start: %s", errno ? strerror(errno) : "see above");
 		goto out;
 	}

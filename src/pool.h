@@ -26,8 +26,23 @@ struct pool {
  * start (the reason is logged). p->conf must be loaded; the pool owns it. */
 int pool_run(struct pool *p);
 
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* How a unix socket is made. */
+struct pool_sock {
+	mode_t mode;                /* [pool] socket_mode */
+	gid_t group;                /* when set_group */
+	bool set_group;
+	uid_t owner;                /* a socket directory may also be this
+	                             * user's when owner_ok ([pool] user) */
+	bool owner_ok;
+};
+
 /* Open a listening socket for "HOST:PORT", "[V6]:PORT" or "unix:/path".
- * -1 with a message in err on failure. */
-int pool_listen(const char *addr, char *err, size_t errlen);
+ * A unix socket is created with o's mode and group (o NULL: 0660, our
+ * group) in a directory that others cannot write, else refused. -1 with a
+ * message in err on failure. */
+int pool_listen(const char *addr, const struct pool_sock *o, char *err, size_t errlen);
 
 #endif

@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 # Started as root with [pool] user = nobody: the master binds and stays
 # root, every worker and the syncer run as nobody (and cannot get root
-# back: the pool checks, a worker that could would refuse to run), the unix
-# socket and the cache file belong to that user, and requests are served.
+# back: the pool checks, a worker that could would refuse to run), the cache
+# file belongs to that user, the unix socket to root and the web server's
+# group, and requests are served.
 use strict;
 use warnings;
 use Test::More;
@@ -46,7 +47,10 @@ for my $k (@kids) {
 	is_deeply($u, [($uid) x 4], "child $k: real, effective, saved and fs uid are nobody's");
 	is($g->[0], $gid, "child $k: gid is nobody's group");
 }
-is((stat $sock)[4], $uid, 'the unix socket belongs to the pool user');
+my @st = stat $sock;
+is($st[4], 0, 'the unix socket was made by the master (root), never chowned after bind');
+is($st[5], scalar getgrnam('www-data'), 'in [pool] socket_group (www-data)');
+is(sprintf('%04o', $st[2] & 07777), '0660', 'mode 0660');
 
 my $r = http(GET => "$web->{url}/api/health");
 is($r->{status}, 200, 'health through nginx') or diag explain $r;

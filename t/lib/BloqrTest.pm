@@ -364,7 +364,7 @@ sub pg_start {
 # keys are "section.key" => value (undef removes the line, so the built-in
 # default applies). Defaults: database.url of the last pg_start(), query_url
 # as role bloqr_query, a cache file in the work directory, pool.user empty,
-# cookie_secure false. Returns the file's path.
+# pool.socket_group www-data when root, cookie_secure false. Returns the file's path.
 sub write_conf {
 	my (%over) = @_;
 	my $example = srcdir() . '/conf/bloqr.conf.example';
@@ -375,6 +375,9 @@ sub write_conf {
 			'database.query_url' => $LAST_PG->url('bloqr_query')) : ()),
 		'cache.path' => workdir() . "/cache-$n.db",
 		'pool.user' => '',
+		# A unix socket is 0660: nginx's and Apache's workers run as
+		# www-data when the tests run as root.
+		($> == 0 && getgrnam('www-data') ? ('pool.socket_group' => 'www-data') : ()),
 		'pool.listen' => '127.0.0.1:' . free_port(),
 		'pool.workers' => 2,
 		'http.cookie_secure' => 'false',
