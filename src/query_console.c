@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "jsonx.h"
 #include "log.h"
 #include "pg.h"
+#include "query_text.h"
 
 /* How long past the statement timeout we wait for the server before
  * cancelling ourselves, and again before giving the connection up. */
@@ -47,6 +49,9 @@ struct run {
 	bool cancelled;       /* a cancel request was sent */
 	bool timed_out;       /* ... because the deadline passed */
 	bool broken;          /* the connection failed or did not answer: drop it */
+	size_t recv_cap;      /* > 0: a result may take at most this many bytes */
+	size_t received;      /* bytes read since the last result */
+	bool too_big;         /* a result passed recv_cap: the connection goes */
 	char *msg;
 	size_t msglen;
 };
@@ -94,18 +99,23 @@ static void quiet(void *arg, const char *message)
 /* ------------------------------------------------------- connection I/O -- */
 
 /* Wait until a result can be read without blocking: 0, 1 when the
- * deadline passed first, -1 when the connection failed. The socket is
- * read only when libpq lacks a whole message: each PQconsumeInput moves
- * the unparsed rest of its buffer, and calling it per row while a fast
- * server fills that buffer costs time quadratic in the rows sent. */
-static int wait_ready(PGconn *conn, long long deadline)
+ * deadline passed first, 2 when the result grew past R->recv_cap, -1 when
+ * the connection failed. The socket is read only when libpq lacks a whole
+ * message: each PQconsumeInput moves the unparsed rest of its buffer, and
+ * calling it per row while a fast server fills that buffer costs time
+ * quadratic in the rows sent. The bytes read are counted because libpq
+ * holds a whole row before handing it over, however large: one value of
+ * repeat('x', 500000000) would otherwise cost the worker 500 MB. */
+static int wait_ready(struct run *R)
 {
+	PGconn *conn = R->conn;
+
 	while (PQisBusy(conn)) {
 		struct pollfd p;
 		long long left;
-		int n;
+		int n, pending = 0;
 
-		if ((left = deadline - now_ms()) <= 0)
+		if ((left = R->deadline - now_ms()) <= 0)
 			return 1;
 		p.fd = PQsocket(conn);
 		p.events = POLLIN;
@@ -115,6 +125,11 @@ static int wait_ready(PGconn *conn, long long deadline)
 		n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
 		if (n < 0 && errno != EINTR)
 			return -1;
+		if (n > 0 && R->recv_cap > 0 && ioctl(p.fd, FIONREAD, &pending) == 0 && pending > 0) {
+			R->received += (size_t)pending;
+			if (R->received > R->recv_cap)
+				return 2;
+		}
 		if (n > 0 && !PQconsumeInput(conn))
 			return -1;
 	}
@@ -137,10 +152,19 @@ static void send_cancel(struct run *R)
 static PGresult *next_result(struct run *R)
 {
 	for (;;) {
-		int w = wait_ready(R->conn, R->deadline);
+		int w = wait_ready(R);
 
-		if (w == 0)
+		if (w == 0) {
+			R->received = 0;
 			return PQgetResult(R->conn);
+		}
+		if (w == 2) {
+			/* Only dropping the connection frees what libpq set aside
+			 * for the row (and stops the server sending it). */
+			R->too_big = true;
+			R->broken = true;
+			return NULL;
+		}
 		if (w < 0 || !R->may_cancel || R->timed_out) {
 			R->broken = true;
 			return NULL;
@@ -332,48 +356,26 @@ static struct json_object *value(const PGresult *r, int c, bool *oom)
 	return o;
 }
 
-/* Unique names for the columns ("?column?" twice → "?column?", "?column?_2"):
- * rows are objects, and a repeated key would hide a column. names[] gets
- * malloc'd strings (caller frees each and the array). */
+/* Unique names for the result's columns (query_text.c); NULL when out of
+ * memory. */
 static char **column_names(const PGresult *desc)
 {
 	int n = PQnfields(desc);
-	char **names = calloc((size_t)(n > 0 ? n : 1), sizeof *names);
+	const char **bases = calloc((size_t)(n > 0 ? n : 1), sizeof *bases);
+	char **names;
 
-	if (names == NULL)
+	if (bases == NULL)
 		return NULL;
-	for (int i = 0; i < n; i++) {
-		const char *base = PQfname(desc, i);
-		size_t len = strlen(base) + 16;
-
-		if ((names[i] = malloc(len)) == NULL)
-			goto fail;
-		snprintf(names[i], len, "%s", base);
-		for (int k = 2;; k++) {
-			int j = 0;
-
-			while (j < i && strcmp(names[j], names[i]) != 0)
-				j++;
-			if (j == i)
-				break;
-			snprintf(names[i], len, "%s_%d", base, k);
-		}
-	}
-	return names;
-fail:
 	for (int i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	return NULL;
+		bases[i] = PQfname(desc, i);
+	names = qt_unique_names(bases, n);
+	free(bases);
+	return names;
 }
 
 static void free_names(char **names, int n)
 {
-	if (names == NULL)
-		return;
-	for (int i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	qt_free_names(names, n);
 }
 
 /* {name: value…} of a one-row result, or NULL when out of memory. */
@@ -496,17 +498,158 @@ static int prepare(struct run *R, const char *sql, PGresult **desc)
 	return rc;
 }
 
+/* Volatile functions of pg_catalog the console may call: they read, or
+ * wait, and leave nothing behind. Every other volatile function, and
+ * anything outside pg_catalog, is refused: advisory locks (they would
+ * hold the service's own locks), pg_logical_emit_message (WAL that no
+ * rollback takes back), query_to_xml (a statement inside the statement),
+ * nextval, set_config, lo_*, pg_notify, and whatever a later PostgreSQL
+ * adds. Stable and immutable functions cannot change the database. */
+static const char qc_allowed_volatile[] =
+	"{clock_timestamp,current_query,gen_random_uuid,pg_blocking_pids,pg_database_size,"
+	"pg_indexes_size,pg_is_in_recovery,pg_jit_available,pg_lock_status,pg_relation_size,"
+	"pg_safe_snapshot_blocking_pids,pg_sleep,pg_sleep_for,pg_sleep_until,pg_table_size,"
+	"pg_total_relation_size,random,timeofday}";
+static const char qc_calls_check[] =
+	"SELECT string_agg(DISTINCT p.proname, ', ' ORDER BY p.proname) FROM pg_catalog.pg_proc p "
+	"WHERE p.proname = ANY ($1::text[]) AND NOT (p.pronamespace = 'pg_catalog'::regnamespace "
+	"  AND (p.provolatile <> 'v' OR p.proname = ANY ($2::text[])))";
+
+#define QC_NAMES_MAX 32768     /* bytes of function names checked at most */
+
+struct names_acc {
+	char *buf;
+	size_t len;
+	bool full;
+};
+
+static int add_name(void *ctx, const char *name, size_t n)
+{
+	struct names_acc *a = ctx;
+
+	if (qt_array_add(a->buf, QC_NAMES_MAX, &a->len, name, n) < 0) {
+		a->full = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* Refuse a statement that would call a function outside the allow-list.
+ * Which functions it calls comes from PostgreSQL itself: the plan, with
+ * every expression printed (EXPLAIN VERBOSE plans but runs nothing).
+ * SHOW calls none; plain EXPLAIN runs nothing; EXPLAIN ANALYZE is
+ * refused (it runs the statement). */
+static int check_calls(struct run *R, const char *sql)
+{
+	struct names_acc acc = { NULL, 0, false };
+	char word[16], *explain = NULL;
+	const char *params[2];
+	PGresult *r = NULL;
+	int rc = QC_OK;
+	size_t n;
+
+	qt_first_word(sql, word, sizeof word);
+	if (strcmp(word, "show") == 0)
+		return QC_OK;
+	if (strcmp(word, "explain") == 0)
+		return qt_has_word(sql, "analyze") || qt_has_word(sql, "analyse")
+		    ? refuse(R, "EXPLAIN ANALYZE runs the statement; only EXPLAIN is available in the console")
+		    : QC_OK;
+	n = strlen(sql);
+	if ((explain = malloc(n + 32)) == NULL || (acc.buf = malloc(QC_NAMES_MAX)) == NULL) {
+		rc = QC_ENOMEM;
+		goto out;
+	}
+	snprintf(explain, n + 32, "EXPLAIN (VERBOSE, COSTS OFF) %s", sql);
+	/* ... in a savepoint, so that its failure can be undone (below). */
+	if (run_ours(R, "SAVEPOINT qc_check", NULL) < 0) {
+		rc = QC_EUNAVAIL;
+		R->broken = true;
+		goto out;
+	}
+	if (!PQsendQueryParams(R->conn, explain, 0, NULL, NULL, NULL, NULL, 0)) {
+		R->broken = true;
+		rc = QC_EUNAVAIL;
+		goto out;
+	}
+	/* The plan shows constants folded by the planner: repeat('x', 5e8)
+	 * is a 500 MB line of it. */
+	R->recv_cap = QC_MAX_BYTES + 64 * 1024;
+	R->received = 0;
+	r = one_result(R);
+	R->recv_cap = 0;
+	if (r == NULL) {
+		if (R->too_big)
+			rc = refuse(R, "The statement's plan is too large to check (over %u MB)", QC_MAX_BYTES >> 20);
+		else
+			rc = R->timed_out ? refuse(R, "Query timed out after %ld ms", R->timeout_ms) : QC_EUNAVAIL;
+		goto out;
+	}
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+		/* A privilege refused while planning is refused again when the
+		 * executor starts, before anything is evaluated; running it lets
+		 * the read-only check, which comes first there, give its answer. */
+		if (state && strcmp(state, "42501") == 0)
+			rc = run_ours(R, "ROLLBACK TO SAVEPOINT qc_check", NULL) == 0 ? QC_OK : QC_EUNAVAIL;
+		else
+			rc = from_error(R, r);
+		goto out;
+	}
+	for (int i = 0; i < PQntuples(r) && !acc.full; i++)
+		qt_called_functions(PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0), add_name, &acc);
+	if (acc.full || qt_array_end(acc.buf, QC_NAMES_MAX, &acc.len) < 0) {
+		rc = refuse(R, "The statement calls too many functions to be checked");
+		goto out;
+	}
+	PQclear(r);
+	r = NULL;
+	params[0] = acc.buf;
+	params[1] = qc_allowed_volatile;
+	if (!PQsendQueryParams(R->conn, qc_calls_check, 2, NULL, params, NULL, NULL, 0)) {
+		R->broken = true;
+		rc = QC_EUNAVAIL;
+		goto out;
+	}
+	if ((r = one_result(R)) == NULL) {
+		rc = R->timed_out ? refuse(R, "Query timed out after %ld ms", R->timeout_ms) : QC_EUNAVAIL;
+		goto out;
+	}
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+		log_error("query console: function check failed: %s", PQresultErrorMessage(r));
+		rc = QC_EUNAVAIL;
+		R->broken = true;
+		goto out;
+	}
+	if (!PQgetisnull(r, 0, 0))
+		rc = refuse(R, "The query console may not call %.200s: only functions without side effects "
+		    "outside the statement are available", PQgetvalue(r, 0, 0));
+out:
+	PQclear(r);
+	free(acc.buf);
+	free(explain);
+	return rc;
+}
+
 /* Execute in single-row mode, keeping at most QC_MAX_ROWS rows and
  * QC_MAX_BYTES of values; past that, cancel and drop the rest. */
-static int execute(struct run *R, const PGresult *desc, char **names, struct json_object *rows,
-    bool *truncated)
+static int execute(struct run *R, const char *sql, const PGresult *desc, char **names,
+    struct json_object *rows, bool *truncated)
 {
 	int ncols = PQnfields(desc), nrows = 0, rc = QC_OK;
 	size_t bytes = 0;
 	PGresult *r;
 
 	*truncated = false;
-	if (!PQsendQueryPrepared(R->conn, "", 0, NULL, NULL, NULL, 0)) {
+	/* A row is never kept past QC_MAX_BYTES of values: one larger than
+	 * that (values plus their framing) is cut off as it arrives. */
+	R->recv_cap = QC_MAX_BYTES + 64 * 1024 + (size_t)ncols * 16;
+	R->received = 0;
+	/* Parsed again rather than run as prepared: check_calls used the
+	 * unnamed statement since (a named one could outlive the transaction
+	 * behind a pooler). Still one statement, no parameters. */
+	if (!PQsendQueryParams(R->conn, sql, 0, NULL, NULL, NULL, NULL, 0)) {
 		R->broken = true;
 		return QC_EUNAVAIL;
 	}
@@ -564,6 +707,11 @@ static int execute(struct run *R, const PGresult *desc, char **names, struct jso
 			break;
 		}
 		PQclear(r);
+	}
+	R->recv_cap = 0;
+	if (R->too_big && rc == QC_OK) {
+		log_info("query console: a row over %u bytes; result cut there", QC_MAX_BYTES);
+		*truncated = true;
 	}
 	if (R->broken && rc == QC_OK && !*truncated)
 		rc = R->timed_out ? refuse(R, "Query timed out after %ld ms", R->timeout_ms) : QC_EUNAVAIL;
@@ -624,14 +772,14 @@ int qc_run(struct pg *pg, const char *sql, long timeout_ms, struct json_object *
 	if (rc != QC_OK)
 		goto out;
 	t0 = now_ms_f();
-	if ((rc = prepare(&R, sql, &desc)) != QC_OK)
+	if ((rc = prepare(&R, sql, &desc)) != QC_OK || (rc = check_calls(&R, sql)) != QC_OK)
 		goto out;
 	ncols = PQnfields(desc);
 	if ((names = column_names(desc)) == NULL || (rows = json_object_new_array()) == NULL) {
 		rc = QC_ENOMEM;
 		goto out;
 	}
-	if ((rc = execute(&R, desc, names, rows, &truncated)) != QC_OK)
+	if ((rc = execute(&R, sql, desc, names, rows, &truncated)) != QC_OK)
 		goto out;
 	t1 = now_ms_f();
 	if ((cols = columns_meta(desc, names)) == NULL || (meta = json_object_new_object()) == NULL) {

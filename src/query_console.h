@@ -13,8 +13,16 @@
  *    no parameters; a statement that returns no row set (DDL, SET, COPY,
  *    PREPARE, LISTEN, DO, VACUUM…) is refused after Describe, before it
  *    runs;
+ *  - the functions it may call are an allow-list (the plan, printed by
+ *    EXPLAIN VERBOSE before it runs, names every call): stable and
+ *    immutable functions of pg_catalog and a few volatile ones that only
+ *    read or wait; no advisory lock, no WAL message, no statement inside
+ *    the statement (query_to_xml), nothing with an effect a rollback
+ *    cannot undo; EXPLAIN ANALYZE is refused;
  *  - rows fetched one at a time and at most QC_MAX_ROWS of them (then the
- *    statement is cancelled), so a huge result is never held;
+ *    statement is cancelled), and QC_MAX_BYTES of values: a row larger
+ *    than that is cut off as it arrives and its connection dropped, so a
+ *    huge result, or value, is never held;
  *  - afterwards DISCARD ALL, so nothing a statement did to the session
  *    (a session advisory lock, a setting) outlives it; a connection in
  *    doubt is dropped instead. */
