@@ -736,6 +736,8 @@ END {
 # the hook command (with the conf path appended), start the pool and nginx,
 # print where things are, then wait until SIGINT/SIGTERM and stop it all.
 # Options: dir, hook (arrayref), port (preferred nginx port).
+# ./dev up: options dir, port, hook (run after migrate), dashboard (a built
+# dashboard's directory, served from the same origin).
 sub dev_up {
 	my (%o) = @_;
 	my $dir = abs_path($o{dir} // '.dev');
@@ -771,7 +773,10 @@ sub dev_up {
 		die "after_migrate hook failed (exit $r->{rc})\n" if $r->{rc};
 	}
 	my $pool = pool_start($conf, workers => 2, log => "$dir/pool.log");
-	my $web = nginx_start(upstream => $pool->addr, port => $port);
+	my $dash = defined $o{dashboard} && length $o{dashboard} ? $o{dashboard} : undef;
+	my $web = nginx_start(upstream => $pool->addr, port => $port,
+		$dash ? (example => 'nginx-dashboard.conf.example', root => $dash) : ());
+	print "the dashboard (files in $dash): $web->{url}/\n" if $dash;
 	print "bloqr-backend is up: $web->{url}/api/health\n",
 	    "  config:     $conf\n",
 	    "  pool log:   $pool->{log} (FastCGI at ", $pool->addr, ")\n",
