@@ -1,7 +1,5 @@
 #include "config.h"
 
-#include "addrlist.h"
-
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -10,7 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-enum conf_type { T_STR, T_LONG, T_BOOL, T_STRATEGY, T_OCTAL, T_ADDRS };
+#include "addrlist.h"
+#include "csrf.h"
+
+enum conf_type { T_STR, T_LONG, T_BOOL, T_STRATEGY, T_ORIGINS, T_OCTAL, T_ADDRS };
 
 struct conf_key {
 	const char *section;
@@ -38,6 +39,7 @@ static const struct conf_key conf_keys[] = {
 	{ "pool", "socket_group", T_STR, OFF(pool_socket_group), "", 0, 0 },
 	{ "http", "max_body", T_LONG, OFF(http_max_body), "1048576", 1, 1073741824 },
 	{ "http", "cookie_secure", T_BOOL, OFF(http_cookie_secure), "true", 0, 0 },
+	{ "http", "trusted_origins", T_ORIGINS, OFF(http_trusted_origins), "", 0, 0 },
 	{ "http", "request_timeout", T_LONG, OFF(http_request_timeout), "30", 1, 3600 },
 	{ "http", "metrics_allow", T_ADDRS, OFF(http_metrics_allow), "127.0.0.0/8 ::1", 0, 0 },
 };
@@ -52,6 +54,19 @@ static const struct conf_key *find_key(const char *section, const char *name)
 	return NULL;
 }
 
+static int set_str(char **dst, const char *v, char *why, size_t whylen)
+{
+	char *s = strdup(v);
+
+	if (s == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
 /* Store value for key k; on a bad value fill why and return -1. */
 static int set_value(struct conf *c, const struct conf_key *k, const char *v,
     char *why, size_t whylen, int is_default)
@@ -60,21 +75,29 @@ static int set_value(struct conf *c, const struct conf_key *k, const char *v,
 
 	switch (k->type) {
 	case T_ADDRS:
-		if (addrlist_check(v, why, whylen) < 0)
-			return -1;
-		/* the list is kept as text */
-		/* fall through */
-	case T_STR: {
-		char **dst = (char **)(base + k->offset);
-		char *s = strdup(v);
-		if (s == NULL) {
-			snprintf(why, whylen, "out of memory");
-			return -1;
+	case T_ORIGINS:
+		if (k->type == T_ADDRS) {
+			if (addrlist_check(v, why, whylen) < 0)
+				return -1;
+			return set_str((char **)(base + k->offset), v, why, whylen);
 		}
-		free(*dst);
-		*dst = s;
-		return 0;
-	}
+		/* Space-separated scheme://host[:port]; checked here so a typo
+		 * stops the program instead of refusing every browser. */
+		for (const char *p = v; *p;) {
+			size_t n;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			n = strcspn(p, " \t");
+			if (n && !csrf_origin_valid(p, n)) {
+				snprintf(why, whylen, "\"%.*s\" is not an origin (scheme://host[:port], http or https)",
+				    (int)(n > 100 ? 100 : n), p);
+				return -1;
+			}
+			p += n;
+		}
+		/* fall through */
+	case T_STR:
+		return set_str((char **)(base + k->offset), v, why, whylen);
 	case T_LONG: {
 		long *dst = (long *)(base + k->offset);
 		char *end;
@@ -298,7 +321,7 @@ void conf_free(struct conf *c)
 {
 	free(c->path);
 	for (size_t i = 0; i < NKEYS; i++)
-		if (conf_keys[i].type == T_STR || conf_keys[i].type == T_ADDRS) {
+		if (conf_keys[i].type == T_STR || conf_keys[i].type == T_ORIGINS || conf_keys[i].type == T_ADDRS) {
 			char **p = (char **)((char *)c + conf_keys[i].offset);
 			free(*p);
 		}

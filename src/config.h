@@ -29,6 +29,7 @@ struct conf {
 	/* [http] */
 	long http_max_body;
 	bool http_cookie_secure;
+	char *http_trusted_origins;   /* "" = the request's own origin (CSRF guard) */
 	long http_request_timeout;    /* seconds to receive a whole request */
 	char *http_metrics_allow;     /* who may read /metrics (addrlist.h) */
 };

@@ -125,7 +125,7 @@ subtest '1,664 columns of one name are named at once' => sub {
 	my $t0 = time;
 	my $r = qry($sql);
 	my $took = time - $t0;
-	is($r->{status}, 200, '200');
+	is($r->{status}, 200, 'answered 200');
 	cmp_ok($took, '<', 1.5, sprintf('in %.2f s', $took));
 	my @names = map { $_->{name} } @{ $r->{json}{meta}{columns} || [] };
 	is(scalar @names, 1664, '1664 columns');
