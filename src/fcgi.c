@@ -11,9 +11,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
-
-#include <fcgiapp.h>
 
 #include "buf.h"
 #include "log.h"
@@ -22,7 +21,9 @@
 
 #define HANDOFF_BATCH 16           /* connections per hand-off message */
 #define HANDOFF_WAIT_MS 2000       /* a stopping worker waits this long for room */
-#define DRAIN_MAX (16u << 20)      /* body bytes read and dropped after an answer */
+#define PARAMS_MAX (1u << 20)      /* bytes of FastCGI parameters in one request */
+#define READ_TURN (256u << 10)     /* bytes read from one connection per turn */
+#define STOP_FINISH_MS 8000        /* a stopping worker finishes half-received requests */
 
 /* ---- stop signals ----
  * SIGTERM/SIGINT/SIGQUIT stay blocked while a request is served and are
@@ -62,12 +63,36 @@ static int install_stop_handlers(sigset_t *waitmask)
 	return 0;
 }
 
+/* ---- FastCGI records (FastCGI 1.0) ---- */
+enum {
+	REC_BEGIN = 1, REC_ABORT = 2, REC_END = 3, REC_PARAMS = 4, REC_STDIN = 5, REC_STDOUT = 6,
+	REC_DATA = 8, REC_GET_VALUES = 9, REC_GET_VALUES_RESULT = 10, REC_UNKNOWN_TYPE = 11,
+};
+#define ROLE_RESPONDER 1
+#define FLAG_KEEP_CONN 1
+#define END_COMPLETE 0
+#define END_UNKNOWN_ROLE 3
+
+/* A held connection and the request arriving on it. Records are read
+ * without waiting, from the poll loop, and a request is served only once
+ * it is whole (BEGIN_REQUEST, PARAMS, STDIN up to its empty record): a
+ * client that sends slowly holds no worker, and one that does not finish
+ * within [http] request_timeout gets 408. */
+struct conn {
+	int fd;
+	long long deadline;        /* monotonic ms to be whole by; 0 = idle */
+	struct buf in;             /* received, not yet parsed */
+	unsigned id;               /* the request's id; 0 = no BEGIN_REQUEST yet */
+	bool keep;                 /* FCGI_KEEP_CONN */
+	bool params_done, stdin_done;
+	struct buf params;         /* the PARAMS stream */
+	struct buf body;           /* STDIN: at most max_body + 1 bytes kept */
+};
+
 /* ---- one request ----
- * Parameters and the body come through libfcgi; the answer does not: it is
- * gathered here as pieces (the head copied, the body by reference where the
- * handler left it) and framed as FastCGI records (STDOUT…, an empty
- * STDOUT, END_REQUEST) sent with one writev. libfcgi would copy it and
- * send it in 8 KiB pieces, and the web server would read each on its own. */
+ * The answer is gathered here as pieces (the head copied, the body by
+ * reference where the handler left it) and framed as FastCGI records
+ * (STDOUT…, an empty STDOUT, END_REQUEST) sent with one writev. */
 #define MAX_PIECES 8
 #define REC_MAX 65535u            /* content bytes in one record */
 #define IOV_BATCH 64              /* iovecs per writev */
@@ -80,36 +105,57 @@ struct piece {
 
 struct loop {
 	struct app *app;
-	FCGX_Request r;
 	struct http_io io;
 	struct buf out;            /* copied pieces of the answer */
 	struct piece pieces[MAX_PIECES];
 	int npieces;
-	int conns[FCGI_MAX_CONNS]; /* every connection this worker holds */
+	struct conn conns[FCGI_MAX_CONNS];   /* every connection this worker holds */
 	int nconns;
-	int current;               /* the one being served, or -1 */
+	struct conn *cur;          /* the one being served, or NULL */
+	struct buf pv;             /* its parameters: name NUL value NUL … */
+	size_t body_off;           /* its body bytes read so far */
 	bool gave;                 /* idle ones were handed off for this request */
 	int handoff[2];            /* receive, send; -1 when alone */
+	size_t body_keep;          /* max_body + 1: past it, 413 */
+	long long timeout_ms;      /* [http] request_timeout */
 };
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static const char *fcgi_param(void *ctx, const char *name)
 {
 	struct loop *L = ctx;
+	const char *p = L->pv.data, *end = p ? p + L->pv.len : NULL;
 
-	return FCGX_GetParam(name, L->r.envp);
+	while (p && p < end) {
+		const char *v = p + strlen(p) + 1;
+
+		if (strcmp(p, name) == 0)
+			return v;
+		p = v + strlen(v) + 1;
+	}
+	return NULL;
 }
 
 static long fcgi_read(void *ctx, char *buf, size_t n)
 {
 	struct loop *L = ctx;
-	int got;
+	const struct conn *c = L->cur;
+	size_t left = c ? c->body.len - L->body_off : 0;
 
-	if (n > 1 << 30)
-		n = 1 << 30;
-	got = FCGX_GetStr(buf, (int)n, L->r.in);
-	if (got == 0 && FCGX_GetError(L->r.in) != 0)
-		return -1;
-	return got;
+	if (n > left)
+		n = left;
+	if (n > 0) {
+		memcpy(buf, c->body.data + L->body_off, n);
+		L->body_off += n;
+	}
+	return (long)n;
 }
 
 static int fcgi_write(void *ctx, const char *buf, size_t n)
@@ -175,12 +221,11 @@ static void record_header(unsigned char h[8], unsigned type, unsigned id, size_t
 
 /* Frame the answer's pieces for the current request and write them to fd:
  * one writev for any answer up to IOV_BATCH pieces of records. */
-static int send_answer(struct loop *L, int fd)
+static int send_answer(struct loop *L, int fd, unsigned id)
 {
 	static const unsigned char end_body[8] = { 0 };   /* app status 0, REQUEST_COMPLETE */
 	unsigned char hdr[IOV_BATCH][8], tail[16];
 	struct iovec iov[IOV_BATCH];
-	unsigned id = (unsigned)L->r.requestId;
 	size_t left = 0, used = 0;   /* of the current piece */
 	int p = 0, niov = 0, nhdr = 0;
 
@@ -219,28 +264,113 @@ static int send_answer(struct loop *L, int fd)
 	return writev_all(fd, iov, niov);
 }
 
+/* One small record (END_REQUEST, GET_VALUES_RESULT, UNKNOWN_TYPE). */
+static int send_record(int fd, unsigned type, unsigned id, const void *content, size_t len)
+{
+	static const unsigned char pad[8];
+	unsigned char hdr[8];
+	struct iovec iov[3] = { { hdr, 8 }, { (void *)content, len }, { (void *)pad, (8 - len % 8) % 8 } };
+
+	record_header(hdr, type, id, len);
+	hdr[6] = (unsigned char)iov[2].iov_len;
+	return writev_all(fd, iov, 3);
+}
+
+static int send_end(int fd, unsigned id, unsigned protocol_status)
+{
+	unsigned char b[8] = { 0, 0, 0, 0, (unsigned char)protocol_status, 0, 0, 0 };
+
+	return send_record(fd, REC_END, id, b, sizeof b);
+}
+
+/* FastCGI's name-value pairs (lengths of 1 or 4 bytes) into out as
+ * "name\0value\0"…; -1 when malformed or out of memory. */
+static int decode_params(const struct buf *in, struct buf *out)
+{
+	const unsigned char *p = (const unsigned char *)in->data, *end = p ? p + in->len : NULL;
+
+	while (p && p < end) {
+		size_t len[2];
+
+		for (int k = 0; k < 2; k++) {
+			if (p >= end)
+				return -1;
+			if (*p & 0x80) {
+				if (end - p < 4)
+					return -1;
+				len[k] = ((size_t)(p[0] & 0x7f) << 24) | ((size_t)p[1] << 16) | ((size_t)p[2] << 8) | p[3];
+				p += 4;
+			} else {
+				len[k] = *p++;
+			}
+		}
+		if ((size_t)(end - p) < len[0] || (size_t)(end - p) - len[0] < len[1])
+			return -1;
+		if (buf_append(out, p, len[0]) < 0 || buf_append(out, "", 1) < 0 ||
+		    buf_append(out, p + len[0], len[1]) < 0 || buf_append(out, "", 1) < 0)
+			return -1;
+		p += len[0] + len[1];
+	}
+	return 0;
+}
+
 /* ---- the connections a worker holds ---- */
 
 static int conn_index(const struct loop *L, int fd)
 {
 	for (int i = 0; i < L->nconns; i++)
-		if (L->conns[i] == fd)
+		if (L->conns[i].fd == fd)
 			return i;
 	return -1;
 }
 
-static void conn_forget(struct loop *L, int fd)
+static int conn_add(struct loop *L, int fd)
 {
-	int i = conn_index(L, fd);
+	if (L->nconns >= FCGI_MAX_CONNS)
+		return -1;
+	L->conns[L->nconns++] = (struct conn){ .fd = fd, .in = BUF_INIT, .params = BUF_INIT, .body = BUF_INIT };
+	return 0;
+}
 
-	if (i >= 0)
-		L->conns[i] = L->conns[--L->nconns];
+static void request_forget(struct conn *c)
+{
+	c->id = 0;
+	c->keep = c->params_done = c->stdin_done = false;
+	buf_free(&c->params);
+	buf_free(&c->body);
+	c->deadline = 0;
+}
+
+/* Whether a request has begun to arrive on c: its state lives in this
+ * worker only, so c cannot be handed over. */
+static bool conn_busy(const struct conn *c)
+{
+	return c->id != 0 || c->in.len > 0;
+}
+
+/* Forget connection i (closing it unless it was handed over). */
+static void conn_remove(struct loop *L, int i, bool close_it)
+{
+	struct conn *c = &L->conns[i], *last = &L->conns[L->nconns - 1];
+
+	if (close_it)
+		close(c->fd);
+	request_forget(c);
+	buf_free(&c->in);
+	if (c != last) {
+		*c = *last;
+		if (L->cur == last)
+			L->cur = c;
+	}
+	L->nconns--;
 }
 
 static void conn_close(struct loop *L, int fd)
 {
-	conn_forget(L, fd);
-	close(fd);
+	int i = conn_index(L, fd);
+
+	if (i >= 0)
+		conn_remove(L, i, true);
 }
 
 /* Send n connections to the channel in one message; 0 once they are in
@@ -275,9 +405,10 @@ static int send_fds(int sock, const int *fds, int n)
 }
 
 /* Pass held connections to the other workers: all but the one being
- * served, or (quiet_only) just those with no request waiting — a waiting
- * request stays with the worker that saw it, so none can bounce between
- * workers unserved. Those that cannot be sent (channel full) stay. */
+ * served and those with a request half received, or (quiet_only) just
+ * those with nothing waiting — a waiting request stays with the worker
+ * that saw it, so none can bounce between workers unserved. Those that
+ * cannot be sent (channel full) stay. */
 static void hand_off(struct loop *L, bool quiet_only)
 {
 	struct pollfd pfd[FCGI_MAX_CONNS];
@@ -286,8 +417,8 @@ static void hand_off(struct loop *L, bool quiet_only)
 	if (L->handoff[1] < 0)
 		return;
 	for (int i = 0; i < L->nconns; i++)
-		if (L->conns[i] != L->current)
-			pfd[n++] = (struct pollfd){ L->conns[i], POLLIN, 0 };
+		if (&L->conns[i] != L->cur && !conn_busy(&L->conns[i]))
+			pfd[n++] = (struct pollfd){ L->conns[i].fd, POLLIN, 0 };
 	if (quiet_only && poll(pfd, (nfds_t)n, 0) < 0)
 		return;
 	for (int i = 0; i < n; i++)
@@ -339,12 +470,9 @@ static void adopt(struct loop *L)
 		if (k > HANDOFF_BATCH)
 			k = HANDOFF_BATCH;
 		memcpy(fds, CMSG_DATA(c), k * sizeof(int));
-		for (size_t i = 0; i < k; i++) {
-			if (L->nconns < FCGI_MAX_CONNS)
-				L->conns[L->nconns++] = fds[i];
-			else
+		for (size_t i = 0; i < k; i++)
+			if (conn_add(L, fds[i]) < 0)
 				close(fds[i]);    /* cannot happen: we only listen with room */
-		}
 	}
 }
 
@@ -363,62 +491,246 @@ static void before_pg_wait(void)
 	}
 }
 
-/* ---- serving ---- */
+/* ---- receiving ---- */
 
-/* Read what is left of the body so the connection is at a request
- * boundary (and closing it sends no reset). False when it is not. */
-static bool drain_stdin(FCGX_Stream *in)
+/* Read what c has, without waiting (at most READ_TURN bytes a turn, so
+ * one fast sender cannot starve the others). -1 when it closed or failed. */
+static int conn_read(struct conn *c)
 {
-	char tmp[4096];
-	size_t left = DRAIN_MAX;
-	int n;
+	char tmp[65536];
+	size_t got = 0;
 
-	while ((n = FCGX_GetStr(tmp, sizeof tmp, in)) > 0) {
-		if ((size_t)n >= left)
-			return false;
-		left -= (size_t)n;
+	while (got < READ_TURN) {
+		ssize_t n = recv(c->fd, tmp, sizeof tmp, MSG_DONTWAIT);
+
+		if (n > 0) {
+			if (buf_append(&c->in, tmp, (size_t)n) < 0)
+				return -1;
+			got += (size_t)n;
+		} else if (n == 0) {
+			return -1;
+		} else if (errno == EINTR) {
+			continue;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			break;
+		} else {
+			return -1;
+		}
 	}
-	return FCGX_GetError(in) == 0;
+	return 0;
 }
 
-/* Serve the next request on held connection fd; close it unless the web
- * server keeps it and it is at a request boundary. */
-static void serve(struct loop *L, int fd)
-{
-	FCGX_Request *rq = &L->r;
-	bool keep, clean;
+enum feed { FEED_MORE, FEED_READY, FEED_CLOSE };
 
-	rq->ipcFd = fd;
-	rq->keepConnection = 1;    /* libfcgi must not close it on its own */
-	L->current = fd;
-	L->gave = false;
-	if (FCGX_Accept_r(rq) < 0) {
-		/* The web server closed it, or it is not FastCGI: libfcgi closed it. */
-		rq->ipcFd = -1;
-		L->current = -1;
-		conn_forget(L, fd);
-		return;
+/* Parse the whole records in c->in into its request; stops at the end of
+ * a request (what follows belongs to the next one). */
+static enum feed parse(struct loop *L, struct conn *c)
+{
+	enum feed rc = FEED_MORE;
+	size_t off = 0;
+
+	while (rc == FEED_MORE && c->in.len - off >= 8) {
+		const unsigned char *h = (const unsigned char *)c->in.data + off, *b = h + 8;
+		unsigned type = h[1], id = (unsigned)h[2] << 8 | h[3];
+		size_t clen = (size_t)h[4] << 8 | h[5];
+
+		if (h[0] != 1) {
+			rc = FEED_CLOSE;     /* not FastCGI */
+			break;
+		}
+		if (c->in.len - off < 8 + clen + h[6])
+			break;
+		off += 8 + clen + h[6];
+		switch (type) {
+		case REC_BEGIN:
+			if (clen < 8 || id == 0 || c->id != 0) {
+				rc = FEED_CLOSE;     /* malformed, or a second request at once */
+				break;
+			}
+			if (((unsigned)b[0] << 8 | b[1]) != ROLE_RESPONDER) {
+				if (send_end(c->fd, id, END_UNKNOWN_ROLE) < 0 || !(b[2] & FLAG_KEEP_CONN))
+					rc = FEED_CLOSE;
+				break;
+			}
+			c->id = id;
+			c->keep = b[2] & FLAG_KEEP_CONN;
+			break;
+		case REC_ABORT:
+			if (id != c->id || id == 0)
+				break;
+			if (send_end(c->fd, id, END_COMPLETE) < 0 || !c->keep)
+				rc = FEED_CLOSE;
+			request_forget(c);
+			break;
+		case REC_PARAMS:
+			if (id != c->id || id == 0 || c->params_done)
+				break;
+			if (clen == 0)
+				c->params_done = true;
+			else if (c->params.len + clen > PARAMS_MAX || buf_append(&c->params, b, clen) < 0) {
+				log_warn("worker: FastCGI parameters over %u bytes; connection closed", PARAMS_MAX);
+				rc = FEED_CLOSE;
+			}
+			break;
+		case REC_STDIN:
+			if (id != c->id || id == 0 || c->stdin_done)
+				break;
+			if (clen == 0) {
+				c->stdin_done = true;
+			} else if (c->body.len < L->body_keep) {
+				/* Past max_body + 1 bytes the rest is dropped: the
+				 * request gets 413 anyway. */
+				size_t take = L->body_keep - c->body.len < clen ? L->body_keep - c->body.len : clen;
+				if (buf_append(&c->body, b, take) < 0)
+					rc = FEED_CLOSE;
+			}
+			break;
+		case REC_GET_VALUES: {
+			static const unsigned char vals[] =
+			    "\x0e\x03" "FCGI_MAX_CONNS" "256" "\x0d\x01" "FCGI_MAX_REQS" "1"
+			    "\x0f\x01" "FCGI_MPXS_CONNS" "0";
+			if (id == 0 && send_record(c->fd, REC_GET_VALUES_RESULT, 0, vals, sizeof vals - 1) < 0)
+				rc = FEED_CLOSE;
+			break;
+		}
+		default:
+			if (id == 0) {
+				unsigned char u[8] = { (unsigned char)type, 0, 0, 0, 0, 0, 0, 0 };
+				if (send_record(c->fd, REC_UNKNOWN_TYPE, 0, u, sizeof u) < 0)
+					rc = FEED_CLOSE;
+			}
+			break;   /* DATA and others of a request: not for a responder */
+		}
+		if (rc == FEED_MORE && c->id != 0 && c->params_done && c->stdin_done)
+			rc = FEED_READY;
 	}
-	keep = rq->keepConnection;    /* now the web server's FCGI_KEEP_CONN */
+	if (off > 0) {
+		memmove(c->in.data, c->in.data + off, c->in.len - off);
+		c->in.len -= off;
+		c->in.data[c->in.len] = '\0';
+	}
+	return rc;
+}
+
+/* ---- serving ---- */
+
+/* Serve c's whole request and send the answer. Returns c (it may have
+ * moved in the array) when it is kept for the next request, NULL when it
+ * was closed. */
+static struct conn *serve(struct loop *L, struct conn *c)
+{
+	bool keep, clean = true;
+	unsigned id = c->id;
+
+	L->cur = c;
+	L->gave = false;
+	L->body_off = 0;
+	buf_reset(&L->pv);
 	buf_reset(&L->out);
 	L->npieces = 0;
-	worker_handle(L->app, &L->io);
-	clean = drain_stdin(rq->in);
-	if (send_answer(L, fd) < 0) {
-		log_info("worker: the web server went away before the response was written");
+	if (decode_params(&c->params, &L->pv) < 0) {
+		log_warn("worker: malformed FastCGI parameters; connection closed");
 		clean = false;
+	} else {
+		worker_handle(L->app, &L->io);
+		c = L->cur;   /* a hand-off meanwhile may have moved it */
+		if (send_answer(L, c->fd, id) < 0) {
+			log_info("worker: the web server went away before the response was written");
+			clean = false;
+		}
 	}
-	/* Free the request's streams without libfcgi writing anything. */
-	FCGX_Free(rq, 0);
-	rq->ipcFd = -1;
-	L->current = -1;
-	if (!keep || !clean)
-		conn_close(L, fd);
+	c = L->cur;
+	L->cur = NULL;
+	keep = c->keep;
+	request_forget(c);
+	if (!keep || !clean) {
+		conn_remove(L, (int)(c - L->conns), true);
+		return NULL;
+	}
+	return c;
+}
+
+/* Answer 408 on c, whose request did not arrive whole in time, and close it. */
+static void refuse_late(struct loop *L, int i)
+{
+	struct conn *c = &L->conns[i];
+
+	if (c->id != 0) {
+		L->cur = c;
+		L->body_off = 0;
+		buf_reset(&L->pv);
+		buf_reset(&L->out);
+		L->npieces = 0;
+		/* The parameters when they are all there (X-Request-Id), else none. */
+		if (c->params_done && decode_params(&c->params, &L->pv) < 0)
+			buf_reset(&L->pv);
+		c->body.len = 0;
+		worker_refuse(L->app, &L->io, 408, "The request did not arrive in time");
+		if (send_answer(L, c->fd, c->id) < 0)
+			log_info("worker: the web server went away before the 408 was written");
+		L->cur = NULL;
+	}
+	log_info("worker: a request was not received within %lld s; connection closed", L->timeout_ms / 1000);
+	conn_remove(L, i, true);
+}
+
+/* 408 every connection past its deadline; the next deadline, or 0. */
+static long long expire(struct loop *L, long long now)
+{
+	long long next = 0;
+
+	/* Backwards: a removal moves the last one into the hole. */
+	for (int i = L->nconns - 1; i >= 0; i--) {
+		long long d = L->conns[i].deadline;
+
+		if (d == 0)
+			continue;
+		if (d <= now)
+			refuse_late(L, i);
+		else if (next == 0 || d < next)
+			next = d;
+	}
+	return next;
+}
+
+/* Take in what arrived on connection fd; serve each request as it
+ * becomes whole. */
+static void progress(struct loop *L, int fd, unsigned long long max)
+{
+	int i = conn_index(L, fd);
+	struct conn *c;
+
+	if (i < 0)
+		return;     /* handed over meanwhile: another worker serves it */
+	c = &L->conns[i];
+	if (conn_read(c) < 0) {
+		if (conn_busy(c))
+			log_info("worker: the web server closed a connection in the middle of a request");
+		conn_remove(L, i, true);
+		return;
+	}
+	for (;;) {
+		enum feed f;
+
+		if (c->deadline == 0 && c->in.len > 0)
+			c->deadline = mono_ms() + L->timeout_ms;
+		f = parse(L, c);
+		if (f == FEED_CLOSE) {
+			conn_remove(L, (int)(c - L->conns), true);
+			return;
+		}
+		if (f == FEED_MORE)
+			return;
+		if ((c = serve(L, c)) == NULL)
+			return;
+		if (max > 0 && L->app->served >= max && !conn_busy(c))
+			return;
+	}
 }
 
 /* Accept one waiting connection (the socket is shared and non-blocking:
  * another worker may take it first). -1 when there is none. */
-static int accept_one(int listen_fd, bool tcp)
+static int accept_one(int listen_fd, bool tcp, struct timeval send_timeout)
 {
 	int fd, one = 1;
 
@@ -435,6 +747,9 @@ static int accept_one(int listen_fd, bool tcp)
 	/* Don't let Nagle hold back the end of an answer. */
 	if (tcp)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	/* Reads never wait (MSG_DONTWAIT); an answer the web server does not
+	 * take in time fails instead of holding the worker. */
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
 	return fd;
 }
 
@@ -444,7 +759,7 @@ static void leave(struct loop *L)
 {
 	long waited = 0;
 
-	L->current = -1;
+	L->cur = NULL;
 	while (L->nconns > 0 && L->handoff[1] >= 0 && waited < HANDOFF_WAIT_MS) {
 		struct pollfd p = { L->handoff[1], POLLOUT, 0 };
 		hand_off(L, false);
@@ -454,10 +769,10 @@ static void leave(struct loop *L)
 		waited += 50;
 	}
 	if (L->nconns > 0)
-		log_warn("worker: closing %d idle connection%s on the way out", L->nconns,
+		log_warn("worker: closing %d connection%s on the way out", L->nconns,
 		    L->nconns == 1 ? "" : "s");
 	while (L->nconns > 0)
-		conn_close(L, L->conns[0]);
+		conn_remove(L, L->nconns - 1, true);
 }
 
 int fcgi_handoff_channel(int sv[2])
@@ -468,20 +783,25 @@ int fcgi_handoff_channel(int sv[2])
 int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 {
 	static struct loop L;     /* static: before_pg_wait reaches it */
-	long max = app->conf->pool_max_requests;
+	unsigned long long max = (unsigned long long)(app->conf->pool_max_requests > 0 ? app->conf->pool_max_requests : 0);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
+	struct timeval send_timeout;
 	sigset_t waitmask;
-	bool tcp, recycle = false;
-	int none = -1, fl, rc = 0;
+	bool tcp, stopping = false;
+	long long stop_at = 0;
+	int fl, rc = 0;
 
 	memset(&L, 0, sizeof L);
 	L.app = app;
 	L.io = (struct http_io){ &L, fcgi_param, fcgi_read, fcgi_write, fcgi_write_ref };
 	L.out = (struct buf)BUF_INIT;
-	L.current = -1;
+	L.pv = (struct buf)BUF_INIT;
 	L.handoff[0] = handoff ? handoff[0] : -1;
 	L.handoff[1] = handoff ? handoff[1] : -1;
+	L.body_keep = (size_t)app->conf->http_max_body + 1;
+	L.timeout_ms = app->conf->http_request_timeout * 1000LL;
+	send_timeout = (struct timeval){ .tv_sec = app->conf->http_request_timeout };
 	if (install_stop_handlers(&waitmask) < 0) {
 		log_error("worker: cannot install signal handlers: %s", strerror(errno));
 		return -1;
@@ -493,68 +813,77 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 		log_error("worker: listening socket: %s", strerror(errno));
 		return -1;
 	}
-	/* libfcgi is given no listening socket: if it ever wants to accept one
-	 * itself, it fails at once instead of blocking. */
-	none = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (none < 0 || FCGX_Init() != 0 || FCGX_InitRequest(&L.r, none, 0) != 0) {
-		log_error("worker: cannot initialise FastCGI");
-		if (none >= 0)
-			close(none);
-		return -1;
-	}
 	waiting_loop = &L;
 	pg_set_wait_hook(before_pg_wait);
 
-	while (!stop_flag && !recycle) {
+	for (;;) {
 		struct pollfd pfd[2 + FCGI_MAX_CONNS];
-		int ready[FCGI_MAX_CONNS], nready = 0, np = 0, li = -1, hi = -1, first;
+		int ready[FCGI_MAX_CONNS], nready = 0, np = 0, li = -1, hi = -1, first, busy = 0;
+		long long now = mono_ms(), next;
+		struct timespec ts, *tsp = NULL;
 
-		if (L.nconns < FCGI_MAX_CONNS) {
+		if (!stopping && (stop_flag || (max > 0 && app->served >= max))) {
+			/* Finish what has begun to arrive; pass the rest on now. */
+			stopping = true;
+			stop_at = now + (L.timeout_ms < STOP_FINISH_MS ? L.timeout_ms : STOP_FINISH_MS);
+			if (!stop_flag)
+				log_info("worker: served %llu requests (max_requests), recycling", app->served);
+			hand_off(&L, false);
+		}
+		next = expire(&L, now);
+		for (int i = 0; i < L.nconns; i++)
+			busy += conn_busy(&L.conns[i]);
+		if (stopping && (busy == 0 || now >= stop_at))
+			break;
+		if (!stopping && L.nconns < FCGI_MAX_CONNS) {
 			li = np;
 			pfd[np++] = (struct pollfd){ listen_fd, POLLIN, 0 };
 		}
-		if (L.handoff[0] >= 0 && L.nconns + HANDOFF_BATCH <= FCGI_MAX_CONNS) {
+		if (!stopping && L.handoff[0] >= 0 && L.nconns + HANDOFF_BATCH <= FCGI_MAX_CONNS) {
 			hi = np;
 			pfd[np++] = (struct pollfd){ L.handoff[0], POLLIN, 0 };
 		}
 		first = np;
 		for (int i = 0; i < L.nconns; i++)
-			pfd[np++] = (struct pollfd){ L.conns[i], POLLIN, 0 };
-		if (ppoll(pfd, (nfds_t)np, NULL, &waitmask) < 0) {
+			pfd[np++] = (struct pollfd){ L.conns[i].fd, POLLIN, 0 };
+		if (stopping && (next == 0 || stop_at < next))
+			next = stop_at;
+		if (next > 0) {
+			long long wait = next > now ? next - now : 0;
+			ts = (struct timespec){ (time_t)(wait / 1000), (long)(wait % 1000) * 1000000L };
+			tsp = &ts;
+		}
+		if (ppoll(pfd, (nfds_t)np, tsp, &waitmask) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_error("worker: poll: %s", strerror(errno));
 			rc = -1;
 			break;
 		}
-		/* Requests on held connections first: the web server is waiting. */
+		/* Held connections first: the web server is waiting on them. */
 		for (int i = first; i < np; i++)
 			if (pfd[i].revents)
 				ready[nready++] = pfd[i].fd;
-		for (int i = 0; i < nready && !recycle; i++) {
-			if (conn_index(&L, ready[i]) < 0)
-				continue;     /* handed over meanwhile: another worker serves it */
-			serve(&L, ready[i]);
-			recycle = max > 0 && app->served >= (unsigned long long)max;
-		}
-		if (hi >= 0 && (pfd[hi].revents & POLLIN) && !recycle)
+		for (int i = 0; i < nready; i++)
+			progress(&L, ready[i], stopping ? 0 : max);
+		if (stopping)
+			continue;
+		if (hi >= 0 && (pfd[hi].revents & POLLIN))
 			adopt(&L);
-		if (li >= 0 && (pfd[li].revents & POLLIN) && !recycle) {
-			int fd = accept_one(listen_fd, tcp);
+		if (li >= 0 && (pfd[li].revents & POLLIN) && L.nconns < FCGI_MAX_CONNS) {
+			int fd = accept_one(listen_fd, tcp, send_timeout);
 			if (fd >= 0) {
-				L.conns[L.nconns++] = fd;
-				serve(&L, fd);
-				recycle = max > 0 && app->served >= (unsigned long long)max;
+				if (conn_add(&L, fd) < 0)
+					close(fd);
+				else
+					progress(&L, fd, max);   /* its request may be there already */
 			}
 		}
 	}
-	if (recycle)
-		log_info("worker: served %llu requests (max_requests), recycling", app->served);
 	pg_set_wait_hook(NULL);
 	waiting_loop = NULL;
 	leave(&L);
-	FCGX_Free(&L.r, 0);
-	close(none);
 	buf_free(&L.out);
+	buf_free(&L.pv);
 	return rc;
 }

@@ -3,6 +3,14 @@
  * (FCGI_KEEP_CONN: nginx's upstream keepalive), and serves whichever of
  * them has a request next. Answers go out framed in one write.
  *
+ * Requests are received without waiting: the records of every held
+ * connection are read as they arrive, from the worker's poll loop, and a
+ * request is served only once it is whole (BEGIN_REQUEST, PARAMS, STDIN
+ * to its empty record). A client that trickles its body holds no worker;
+ * one whose request is not whole within [http] request_timeout gets a 408
+ * and its connection is closed. At most max_body + 1 body bytes are kept
+ * (the rest of a larger body is dropped as it comes: 413).
+ *
  * A kept connection is only ever closed by the web server. A worker that
  * stops (reload, max_requests, shutdown) or that is about to wait on
  * PostgreSQL passes its idle connections to the pool's other workers over
@@ -13,13 +21,12 @@
 
 #include "worker.h"
 
-/* Connections one worker holds at most (kept ones included); fd numbers
- * stay small (libfcgi's lingering close uses select()). */
+/* Connections one worker holds at most (kept ones included). */
 #define FCGI_MAX_CONNS 256
 
 /* Serve FastCGI requests on listen_fd until a stop signal (SIGTERM,
  * SIGINT, SIGQUIT) or [pool] max_requests; a request in flight is always
- * finished first. handoff is the pool's channel (receive end, send end),
+ * finished first, and so is one half received (for up to 8 s). handoff is the pool's channel (receive end, send end),
  * or NULL when the process is alone (spawned mode): its kept connections
  * are then closed when it stops. Returns 0 on a requested stop, -1 on an
  * error. */

@@ -193,6 +193,23 @@ send:
 	app->served++;
 }
 
+void worker_refuse(struct app *app, const struct http_io *io, int status, const char *msg)
+{
+	struct http_response *res = &app->res;
+	struct http_request req;
+
+	arena_reset(&app->arena);
+	http_response_reset(res);
+	if (http_request_init(&req, io, &app->arena) < 0)
+		return;
+	log_set_request_id(req.request_id);
+	http_error(res, status, "%s", msg);
+	if (http_send(&req, res) < 0)
+		log_info("client went away before the response was written");
+	metrics_request(-1, res->status, mono_us() - req.start_us);
+	log_set_request_id(NULL);
+}
+
 /* ---- plain CGI transport ---- */
 
 static const char *cgi_param(void *ctx, const char *name)

@@ -34,4 +34,9 @@ void worker_handle(struct app *app, const struct http_io *io);
 /* Serve the one request of a CGI invocation. */
 int worker_run_cgi(struct app *app);
 
+/* Answer status with a JSON error message on io without routing (a
+ * request that never arrived whole: 408); the parameters io has are used
+ * for the request id. Counted in the metrics like any answer. */
+void worker_refuse(struct app *app, const struct http_io *io, int status, const char *msg);
+
 #endif

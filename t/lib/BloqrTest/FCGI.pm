@@ -61,10 +61,14 @@ sub params {
 	$c->send_raw(_rec(4, $id, fcgi_params(%p)) . _rec(4, $id, ''));
 }
 
-# One STDIN record ('' ends the body).
+# STDIN record(s) of at most 65535 bytes each ('' ends the body).
 sub stdin {
 	my ($c, $id, $bytes) = @_;
-	$c->send_raw(_rec(5, $id, $bytes));
+	return $c->send_raw(_rec(5, $id, '')) unless length $bytes;
+	for my $piece (unpack '(a65535)*', $bytes) {
+		$c->send_raw(_rec(5, $id, $piece)) or return 0;
+	}
+	return 1;
 }
 
 # Read records until END_REQUEST (or EOF, or timeout): the STDOUT bytes
