@@ -283,11 +283,9 @@ static int send_end(int fd, unsigned id, unsigned protocol_status)
 	return send_record(fd, REC_END, id, b, sizeof b);
 }
 
-/* FastCGI's name-value pairs (lengths of 1 or 4 bytes) into out as
- * "name\0value\0"…; -1 when malformed or out of memory. */
-static int decode_params(const struct buf *in, struct buf *out)
+int fcgi_params_decode(const char *data, size_t n, struct buf *out)
 {
-	const unsigned char *p = (const unsigned char *)in->data, *end = p ? p + in->len : NULL;
+	const unsigned char *p = (const unsigned char *)data, *end = p ? p + n : NULL;
 
 	while (p && p < end) {
 		size_t len[2];
@@ -305,6 +303,9 @@ static int decode_params(const struct buf *in, struct buf *out)
 			}
 		}
 		if ((size_t)(end - p) < len[0] || (size_t)(end - p) - len[0] < len[1])
+			return -1;
+		/* A NUL inside would make the lookup see another name. */
+		if (memchr(p, '\0', len[0] + len[1]) != NULL)
 			return -1;
 		if (buf_append(out, p, len[0]) < 0 || buf_append(out, "", 1) < 0 ||
 		    buf_append(out, p + len[0], len[1]) < 0 || buf_append(out, "", 1) < 0)
@@ -628,7 +629,7 @@ static struct conn *serve(struct loop *L, struct conn *c)
 	buf_reset(&L->pv);
 	buf_reset(&L->out);
 	L->npieces = 0;
-	if (decode_params(&c->params, &L->pv) < 0) {
+	if (fcgi_params_decode(c->params.data, c->params.len, &L->pv) < 0) {
 		log_warn("worker: malformed FastCGI parameters; connection closed");
 		clean = false;
 	} else {
@@ -662,7 +663,7 @@ static void refuse_late(struct loop *L, int i)
 		buf_reset(&L->out);
 		L->npieces = 0;
 		/* The parameters when they are all there (X-Request-Id), else none. */
-		if (c->params_done && decode_params(&c->params, &L->pv) < 0)
+		if (c->params_done && fcgi_params_decode(c->params.data, c->params.len, &L->pv) < 0)
 			buf_reset(&L->pv);
 		c->body.len = 0;
 		worker_refuse(L->app, &L->io, 408, "The request did not arrive in time");

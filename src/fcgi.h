@@ -19,6 +19,7 @@
 #ifndef BLOQR_FCGI_H
 #define BLOQR_FCGI_H
 
+#include "buf.h"
 #include "worker.h"
 
 /* Connections one worker holds at most (kept ones included). */
@@ -35,5 +36,10 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2]);
 /* Make the hand-off channel: a pair of connected SOCK_SEQPACKET sockets,
  * sv[0] to receive, sv[1] to send; both inherited by every worker. */
 int fcgi_handoff_channel(int sv[2]);
+
+/* FastCGI's name-value pairs (lengths of 1 or 4 bytes) appended to out as
+ * "name\0value\0"…; -1 when malformed (a NUL in a name or value
+ * included) or out of memory. */
+int fcgi_params_decode(const char *data, size_t len, struct buf *out);
 
 #endif
