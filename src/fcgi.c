@@ -720,8 +720,12 @@ static void progress(struct loop *L, int fd, unsigned long long max)
 			conn_remove(L, (int)(c - L->conns), true);
 			return;
 		}
-		if (f == FEED_MORE)
+		if (f == FEED_MORE) {
+			/* Management records only (GET_VALUES): idle again. */
+			if (!conn_busy(c))
+				c->deadline = 0;
 			return;
+		}
 		if ((c = serve(L, c)) == NULL)
 			return;
 		if (max > 0 && L->app->served >= max && !conn_busy(c))

@@ -107,6 +107,33 @@ sub response {
 	return \%r;
 }
 
+# Records read until one of type $until arrives, EOF or $timeout s:
+# ([type, id, content]...), and whether EOF was seen.
+sub records {
+	my ($c, $until, $timeout) = @_;
+	my ($buf, @recs, $eof) = ('');
+	my $deadline = time + ($timeout // 5);
+	while (time < $deadline) {
+		my $rin = '';
+		vec($rin, fileno($c->{s}), 1) = 1;
+		last unless select(my $rout = $rin, undef, undef, $deadline - time);
+		my $n = sysread($c->{s}, my $chunk, 65536);
+		if (!$n) { $eof = 1; last }
+		$buf .= $chunk;
+		while (length $buf >= 8) {
+			my ($v, $type, $id, $len, $pad) = unpack('CCnnC', $buf);
+			last if length $buf < 8 + $len + $pad;
+			push @recs, [ $type, $id, substr($buf, 8, $len) ];
+			substr($buf, 0, 8 + $len + $pad) = '';
+		}
+		last if grep { $_->[0] == $until } @recs;
+	}
+	return (\@recs, $eof);
+}
+
+# Send any record.
+sub record { my ($c, $type, $id, $body) = @_; $c->send_raw(_rec($type, $id, $body)) }
+
 # One whole request on a new connection; %params are added to a GET of /.
 sub fcgi_request {
 	my ($addr, $params, $body, %o) = @_;
