@@ -55,8 +55,8 @@ int storage_admin_tables(struct pg *pg, PGresult **r) __attribute__((warn_unused
 
 /* VACUUM ANALYZE the three storage tables (outside any transaction: the
  * caller must not have one open), allowing it
- * STORAGE_ADMIN_VACUUM_TIMEOUT_MS, then put the session's statement
- * timeout back to statement_timeout_ms. Returns a pg_err. */
-int storage_admin_vacuum(struct pg *pg, long statement_timeout_ms) __attribute__((warn_unused_result));
+ * STORAGE_ADMIN_VACUUM_TIMEOUT_MS instead of the usual deadline.
+ * Returns a pg_err. */
+int storage_admin_vacuum(struct pg *pg) __attribute__((warn_unused_result));
 
 #endif

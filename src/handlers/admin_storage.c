@@ -181,7 +181,7 @@ void h_astorage_vacuum(struct app *app, struct http_request *req, struct http_re
 	int rc;
 
 	(void)m;
-	if ((rc = storage_admin_vacuum(app->pg, app->conf->db_statement_timeout_ms)) != PG_OK) {
+	if ((rc = storage_admin_vacuum(app->pg)) != PG_OK) {
 		h_pg_error(res, rc);
 		return;
 	}
