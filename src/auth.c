@@ -191,8 +191,10 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 	params[0] = hash;
 	r = pg_query(app->pg, &st_lookup, params, &err);
 	if (r == NULL) {
+		/* The database could not say: not the client's fault (CONTRACT
+		 * §6), so never 401. */
 		if (err != PG_EUNAVAIL)
-			return AUTH_INVALID;
+			return AUTH_ERROR;
 		/* CONTRACT §5.5: a credential confirmed shortly before the outage
 		 * may still read cached data. */
 		if (allow_stale && have == 1 && app->conf->cache_auth_grace > 0 &&
@@ -211,6 +213,10 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 	if (PQntuples(r) != 1 || strlen(PQgetvalue(r, 0, 5)) != AUTH_HASH_HEX - 1 ||
 	    sodium_memcmp(PQgetvalue(r, 0, 5), hash, AUTH_HASH_HEX - 1) != 0) {
 		PQclear(r);
+		/* PostgreSQL says revoked, expired or gone: a cached copy must not
+		 * be trusted again once the cache is coherent. */
+		if (have == 1)
+			cache_deleted(app->cache, CACHE_CREDENTIALS, hash);
 		return AUTH_INVALID;
 	}
 	memset(&cr, 0, sizeof cr);

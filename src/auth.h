@@ -39,6 +39,7 @@ enum auth_result {
 	AUTH_NONE = 1,      /* no credentials presented */
 	AUTH_INVALID = 2,   /* unknown, expired or revoked: 401 */
 	AUTH_UNAVAIL = 3,   /* PostgreSQL unreachable: 503 */
+	AUTH_ERROR = 4,     /* PostgreSQL failed otherwise: 500, never 401 */
 };
 
 /* Resolve the request's credentials (Authorization: Bearer wins over the

@@ -251,6 +251,7 @@ int syncer_run(const struct conf *conf)
 		}
 		behind = drain(c, lpg, pg, &q, &ping) < 0;
 		now = mono_ms();
+		log_flush_dropped();
 
 		if (ping.back && !behind) {
 			ping.back = false;
