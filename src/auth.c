@@ -145,6 +145,13 @@ const char *auth_presented_token(const struct http_request *req, enum auth_via *
 	return NULL;
 }
 
+bool auth_presented(const struct http_request *req)
+{
+	enum auth_via via;
+
+	return auth_presented_token(req, &via) != NULL || via != AUTH_VIA_NONE;
+}
+
 static void from_cred(struct principal *p, const struct cache_cred *cr)
 {
 	/* p->via and p->token_hash are already set. */
@@ -267,6 +274,34 @@ int auth_credential_create(struct pg *pg, const char *user_id, enum auth_kind ki
 fail:
 	sodium_memzero(out, AUTH_TOKEN_LEN + 1);
 	return err;
+}
+
+static const struct pg_stmt st_session_times = { "auth_session_times",
+	"SELECT " PG_ISO_TIME("created_at") ", " PG_ISO_TIME("expires_at") " FROM sessions WHERE id = $1",
+	1, true };
+static const struct pg_stmt st_token_times = { "auth_token_times",
+	"SELECT " PG_ISO_TIME("created_at") ", coalesce(" PG_ISO_TIME("expires_at") ", '') "
+	"FROM api_tokens WHERE id = $1", 1, true };
+
+int auth_credential_times(struct pg *pg, const struct principal *p, bool *found,
+    char created[static AUTH_TIME_LEN], char expires[static AUTH_TIME_LEN])
+{
+	const char *params[] = { p->cred_id };
+	int err;
+	PGresult *r = pg_query(pg, p->kind == AUTH_KIND_SESSION ? &st_session_times : &st_token_times,
+	    params, &err);
+
+	if (r == NULL)
+		return err;
+	*found = PQntuples(r) == 1;
+	if (!*found) {
+		PQclear(r);
+		return PG_OK;
+	}
+	snprintf(created, AUTH_TIME_LEN, "%s", PQgetvalue(r, 0, 0));
+	snprintf(expires, AUTH_TIME_LEN, "%s", PQgetvalue(r, 0, 1));
+	PQclear(r);
+	return PG_OK;
 }
 
 int auth_credential_revoke(struct pg *pg, const struct principal *p)

@@ -52,6 +52,10 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 /* The token in "Authorization: Bearer …" or the session cookie, or NULL. */
 const char *auth_presented_token(const struct http_request *req, enum auth_via *via);
 
+/* Whether the request shows a credential at all (an Authorization header
+ * or the session cookie), valid or not. */
+bool auth_presented(const struct http_request *req);
+
 /* A new random token into out (AUTH_TOKEN_LEN + 1 bytes). */
 void auth_token_new(char out[static AUTH_TOKEN_LEN + 1]);
 /* SHA-256 of the token, lowercase hex: what is stored. */
@@ -68,6 +72,14 @@ void auth_password_dummy(const char *pw);
  * Returns a pg_err. Refuses (PG_EINPUT) a user with an unexpired ban. */
 int auth_credential_create(struct pg *pg, const char *user_id, enum auth_kind kind, long ttl_s,
     const char *label, const char *ip, const char *user_agent, char out[static AUTH_TOKEN_LEN + 1]);
+
+/* When the principal's credential was made and when it expires, as ISO
+ * times (expires "" for a token that never does); *found false when it
+ * is gone. Returns a pg_err. */
+#define AUTH_TIME_LEN 32
+int auth_credential_times(struct pg *pg, const struct principal *p, bool *found,
+    char created[static AUTH_TIME_LEN], char expires[static AUTH_TIME_LEN])
+	__attribute__((warn_unused_result));
 
 /* Revoke one credential. Returns a pg_err. */
 int auth_credential_revoke(struct pg *pg, const struct principal *p);

@@ -1498,6 +1498,23 @@ long cache_verify(struct cache *c, struct pg *pg, struct buf *report)
 	return diffs;
 }
 
+long cache_sqlite_tables(struct cache *c)
+{
+	sqlite3_stmt *s = NULL;
+	long n = -1;
+	int rc;
+
+	if (!usable(c))
+		return -1;
+	rc = sqlite3_prepare_v2(c->db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'", -1, &s, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	if (n < 0)
+		cache_fail(c, -1, rc);
+	return n;
+}
+
 int cache_vacuum(struct cache *c)
 {
 	if (!usable(c))

@@ -179,6 +179,8 @@ long cache_invalidate(struct cache *c, enum cache_tbl t, const char *key);
 long cache_verify(struct cache *c, struct pg *pg, struct buf *report);
 /* VACUUM the cache file. */
 int cache_vacuum(struct cache *c);
+/* How many tables this host's SQLite file holds; -1 when it is unusable. */
+long cache_sqlite_tables(struct cache *c);
 
 /* Status for GET /api/admin/cache/status. */
 struct cache_table_status {

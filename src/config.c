@@ -8,7 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
-enum conf_type { T_STR, T_LONG, T_BOOL, T_STRATEGY };
+#include "csrf.h"
+
+enum conf_type { T_STR, T_LONG, T_BOOL, T_STRATEGY, T_ORIGINS };
 
 struct conf_key {
 	const char *section;
@@ -35,6 +37,7 @@ static const struct conf_key conf_keys[] = {
 	{ "pool", "user", T_STR, OFF(pool_user), "", 0, 0 },
 	{ "http", "max_body", T_LONG, OFF(http_max_body), "1048576", 1, 1073741824 },
 	{ "http", "cookie_secure", T_BOOL, OFF(http_cookie_secure), "true", 0, 0 },
+	{ "http", "trusted_origins", T_ORIGINS, OFF(http_trusted_origins), "", 0, 0 },
 };
 #define NKEYS (sizeof conf_keys / sizeof conf_keys[0])
 
@@ -54,6 +57,22 @@ static int set_value(struct conf *c, const struct conf_key *k, const char *v,
 	char *base = (char *)c;
 
 	switch (k->type) {
+	case T_ORIGINS:
+		/* Space-separated scheme://host[:port]; checked here so a typo
+		 * stops the program instead of refusing every browser. */
+		for (const char *p = v; *p;) {
+			size_t n;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			n = strcspn(p, " \t");
+			if (n && !csrf_origin_valid(p, n)) {
+				snprintf(why, whylen, "\"%.*s\" is not an origin (scheme://host[:port], http or https)",
+				    (int)(n > 100 ? 100 : n), p);
+				return -1;
+			}
+			p += n;
+		}
+		/* fall through */
 	case T_STR: {
 		char **dst = (char **)(base + k->offset);
 		char *s = strdup(v);
@@ -275,7 +294,7 @@ void conf_free(struct conf *c)
 {
 	free(c->path);
 	for (size_t i = 0; i < NKEYS; i++)
-		if (conf_keys[i].type == T_STR) {
+		if (conf_keys[i].type == T_STR || conf_keys[i].type == T_ORIGINS) {
 			char **p = (char **)((char *)c + conf_keys[i].offset);
 			free(*p);
 		}

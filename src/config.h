@@ -28,6 +28,7 @@ struct conf {
 	/* [http] */
 	long http_max_body;
 	bool http_cookie_secure;
+	char *http_trusted_origins;   /* "" = the request's own origin (CSRF guard) */
 };
 
 /* Load path into *c (all strings owned by *c, free with conf_free). The

@@ -239,6 +239,7 @@ void http_response_reset(struct http_response *res)
 {
 	res->status = 200;
 	res->content_type = NULL;
+	res->cache_control = NULL;
 	buf_reset(&res->headers);
 	buf_reset(&res->body);
 }
@@ -270,10 +271,12 @@ void http_error(struct http_response *res, int status, const char *fmt, ...)
 	va_end(ap);
 	res->status = status;
 	res->content_type = NULL;
+	res->cache_control = NULL;
 	buf_reset(&res->body);
 	o = json_object_new_object();
-	if (o == NULL || jsonx_add_bool(o, "success", false) < 0 || jsonx_add_str(o, "error", msg) < 0) {
-		buf_puts(&res->body, "{\"success\":false,\"error\":\"Internal error\"}");
+	if (o == NULL || jsonx_add_bool(o, "success", false) < 0 || jsonx_add_str(o, "error", msg) < 0 ||
+	    jsonx_add_str(o, "message", msg) < 0) {
+		buf_puts(&res->body, "{\"success\":false,\"error\":\"Internal error\",\"message\":\"Internal error\"}");
 		json_object_put(o);
 		return;
 	}
@@ -306,7 +309,7 @@ const char *http_reason(int status)
 
 int http_send(struct http_request *req, struct http_response *res)
 {
-	char head[256];
+	char head[384];
 	int n;
 
 	if (res->body.oom || res->headers.oom) {
@@ -314,10 +317,15 @@ int http_send(struct http_request *req, struct http_response *res)
 		http_error(res, 500, "Out of memory");
 	}
 	n = snprintf(head, sizeof head,
-	    "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n",
+	    "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n"
+	    "X-Content-Type-Options: nosniff\r\n%s%s%s",
 	    res->status, http_reason(res->status),
 	    res->content_type ? res->content_type : "application/json",
-	    res->body.len, req->request_id);
+	    res->body.len, req->request_id,
+	    res->cache_control ? "Cache-Control: " : "", res->cache_control ? res->cache_control : "",
+	    res->cache_control ? "\r\n" : "");
+	if (n < 0 || (size_t)n >= sizeof head)
+		return -1;
 	if (req->io->write(req->io->ctx, head, (size_t)n) < 0)
 		return -1;
 	if (res->headers.len && req->io->write(req->io->ctx, res->headers.data, res->headers.len) < 0)

@@ -50,6 +50,7 @@ struct http_response {
 	struct buf headers;           /* "Name: value\r\n" lines */
 	struct buf body;
 	const char *content_type;     /* NULL: application/json */
+	const char *cache_control;    /* static text, or NULL: no Cache-Control */
 };
 
 /* Fill req from io: method, path and query from REQUEST_URI, the request id
@@ -74,14 +75,16 @@ void http_response_reset(struct http_response *res);
 void http_response_free(struct http_response *res);
 
 void http_header(struct http_response *res, const char *name, const char *value);
-/* {"success":false,"error":msg}; msg must be for clients: no internals. */
+/* {"success":false,"error":msg,"message":msg} (the dashboard shows
+ * message); msg must be for clients: no internals. */
 void http_error(struct http_response *res, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* The status line's reason phrase. */
 const char *http_reason(int status);
 
-/* Write status, headers (adding X-Request-Id, Content-Type, Content-Length)
- * and body (unless HEAD) to req->io. */
+/* Write status, headers (adding X-Request-Id, Content-Type, Content-Length,
+ * Cache-Control when set, X-Content-Type-Options) and body (unless HEAD)
+ * to req->io. */
 int http_send(struct http_request *req, struct http_response *res);
 
 bool http_request_id_valid(const char *s);

@@ -102,6 +102,9 @@ const char *pg_last_sqlstate(const struct pg *pg);
 /* The raw connection, for the admin CLI; NULL when not connected. */
 PGconn *pg_conn(struct pg *pg);
 
+/* SQL for a timestamptz column as the API's ISO-8601 UTC text. */
+#define PG_ISO_TIME(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
 /* Sort a SQLSTATE into enum pg_err. */
 int pg_classify(const char *sqlstate);
 

@@ -15,9 +15,12 @@ const struct route router_routes[] = {
 	{ HTTP_POST, "/api/deployments", h_deployments_create, ROUTE_ADMIN | ROUTE_BODY, "Record a deployment" },
 	{ HTTP_POST, "/api/deployments/{fullVersion}/rollback", h_deployments_rollback, ROUTE_ADMIN, "Mark a deployment rolled back" },
 
-	{ HTTP_POST, "/api/auth/sign-in", h_sign_in, ROUTE_PUBLIC | ROUTE_BODY, "Sign in with email and password" },
+	{ HTTP_POST, "/api/auth/sign-in", h_sign_in, ROUTE_SIGNIN | ROUTE_BODY, "Sign in with email and password" },
 	{ HTTP_POST, "/api/auth/sign-out", h_sign_out, ROUTE_AUTH, "Revoke the presented session" },
 	{ HTTP_GET, "/api/auth/session", h_session, ROUTE_AUTH, "The signed-in user" },
+	/* The dashboard's Better Auth client (CONTRACT §7). */
+	{ HTTP_POST, "/api/auth/sign-in/email", h_sign_in_email, ROUTE_SIGNIN | ROUTE_BODY, "Sign in with email and password (Better Auth shape)" },
+	{ HTTP_GET, "/api/auth/get-session", h_get_session, ROUTE_PUBLIC, "The session and its user, or null (Better Auth shape)" },
 
 	{ HTTP_GET, "/api/admin/users", h_users_list, ROUTE_ADMIN, "List users (limit, offset, tier, role, search)" },
 	{ HTTP_GET, "/api/admin/users/{id}", h_users_get, ROUTE_ADMIN, "One user" },
@@ -44,6 +47,19 @@ const struct route router_routes[] = {
 	{ HTTP_POST, "/api/admin/cache/rebuild", h_cache_rebuild, ROUTE_ADMIN, "Refill the L1 cache from PostgreSQL" },
 	{ HTTP_POST, "/api/admin/cache/invalidate", h_cache_invalidate, ROUTE_ADMIN | ROUTE_BODY, "Drop a row or table from this host's L1 cache" },
 	{ HTTP_GET, "/api/admin/audit", h_audit_list, ROUTE_ADMIN, "Admin audit log (limit, offset, action)" },
+
+	/* The dashboard's paths (CONTRACT §7): its audit page, and the storage
+	 * page and health check it calls without the /api prefix. */
+	{ HTTP_GET, "/admin/system/audit", h_audit_items, ROUTE_ADMIN, "Admin audit log, dashboard shape (limit, offset, actor, action, resource_type, from, to)" },
+	{ HTTP_GET, "/admin/audit-logs", h_audit_items, ROUTE_ADMIN, "Admin audit log, dashboard shape (limit, offset)" },
+	{ HTTP_GET, "/health", h_health, ROUTE_PUBLIC | ROUTE_ALIAS, NULL },
+	{ HTTP_GET, "/admin/storage/stats", h_astorage_stats, ROUTE_ADMIN | ROUTE_ALIAS, NULL },
+	{ HTTP_POST, "/admin/storage/clear-expired", h_astorage_clear_expired, ROUTE_ADMIN | ROUTE_ALIAS, NULL },
+	{ HTTP_POST, "/admin/storage/clear-cache", h_astorage_clear_cache, ROUTE_ADMIN | ROUTE_ALIAS, NULL },
+	{ HTTP_GET, "/admin/storage/export", h_astorage_export, ROUTE_ADMIN | ROUTE_ALIAS, NULL },
+	{ HTTP_POST, "/admin/storage/vacuum", h_astorage_vacuum, ROUTE_ADMIN | ROUTE_ALIAS, NULL },
+	{ HTTP_GET, "/admin/storage/tables", h_astorage_tables, ROUTE_ADMIN | ROUTE_ALIAS, NULL },
+	{ HTTP_POST, "/admin/storage/query", h_astorage_query, ROUTE_ADMIN | ROUTE_BODY | ROUTE_ALIAS, NULL },
 };
 
 const size_t router_nroutes = sizeof router_routes / sizeof router_routes[0];

@@ -34,6 +34,8 @@ bool text_uuid_valid(const char *s);
 /* True for an ISO-8601 date-time with a zone: YYYY-MM-DDTHH:MM[:SS[.fff]]
  * followed by Z or ±HH:MM. Range checks are left to PostgreSQL. */
 bool text_iso_time_valid(const char *s);
+/* True for a calendar date YYYY-MM-DD that exists (leap years counted). */
+bool text_iso_date_valid(const char *s);
 /* Number of code points in valid UTF-8 s. */
 size_t text_utf8_len(const char *s);
 #endif

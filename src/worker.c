@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "csrf.h"
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
@@ -66,13 +67,42 @@ static void drain_body(const struct http_io *io)
 		total += (size_t)n;
 }
 
+/* The CSRF guard (§3) for a request a browser could send on its own. */
+static bool csrf_ok(const struct app *app, const struct http_request *req)
+{
+	const struct csrf_input in = {
+		.x_requested_with = http_param(req, "HTTP_X_REQUESTED_WITH"),
+		.origin = http_param(req, "HTTP_ORIGIN"),
+		.sec_fetch_site = http_param(req, "HTTP_SEC_FETCH_SITE"),
+		.host = http_param(req, "HTTP_HOST"),
+		.server_port = http_param(req, "SERVER_PORT"),
+		.scheme = http_param(req, "REQUEST_SCHEME"),
+		.https = http_param(req, "HTTPS"),
+	};
+
+	return csrf_allowed(&in, app->conf->http_trusted_origins);
+}
+
+static const char csrf_refused[] =
+	"Cross-site request refused: send the header X-Requested-With: bloqr, or come from a trusted origin";
+
 /* Credentials and role for a route: 0 to go on, else the response is set. */
 static int authorize(struct app *app, const struct http_request *req, const struct route *rt,
     struct http_response *res)
 {
-	const char *xrw;
-
 	memset(&app->who, 0, sizeof app->who);
+	/* Sign-in sets a cookie: a foreign page must not sign a browser in
+	 * (login CSRF), and only a JSON body, which a form cannot send. */
+	if (rt->flags & ROUTE_SIGNIN) {
+		if (!csrf_ok(app, req)) {
+			http_error(res, 403, csrf_refused);
+			return -1;
+		}
+		if (!csrf_content_type_json(http_param(req, "CONTENT_TYPE"))) {
+			http_error(res, 403, "Sign-in needs Content-Type: application/json");
+			return -1;
+		}
+	}
 	if (!(rt->flags & (ROUTE_AUTH | ROUTE_ADMIN)))
 		return 0;
 	switch (auth_resolve(app, req, (rt->flags & ROUTE_CACHED) &&
@@ -103,13 +133,12 @@ static int authorize(struct app *app, const struct http_request *req, const stru
 		http_error(res, 403, "Admin role required");
 		return -1;
 	}
-	/* A cookie is sent by the browser on its own; a custom header is not. */
-	if (app->who.via == AUTH_VIA_COOKIE && req->method != HTTP_GET && req->method != HTTP_HEAD) {
-		xrw = http_param(req, "HTTP_X_REQUESTED_WITH");
-		if (xrw == NULL || strcmp(xrw, "bloqr") != 0) {
-			http_error(res, 403, "Cookie-authenticated requests that change state need the header X-Requested-With: bloqr");
-			return -1;
-		}
+	/* A cookie is sent by the browser on its own; a custom header, a
+	 * trusted Origin or Sec-Fetch-Site: same-origin is not. */
+	if (app->who.via == AUTH_VIA_COOKIE && req->method != HTTP_GET && req->method != HTTP_HEAD &&
+	    !csrf_ok(app, req)) {
+		http_error(res, 403, csrf_refused);
+		return -1;
 	}
 	return 0;
 }
@@ -153,6 +182,11 @@ void worker_handle(struct app *app, const struct http_io *io)
 	if (route < 0)
 		route = -1;
 send:
+	/* §2: nothing a credential was shown for, and nothing of an admin or
+	 * storage route, is kept by a shared cache. */
+	if ((route >= 0 && (router_routes[route].flags & (ROUTE_AUTH | ROUTE_ADMIN | ROUTE_SIGNIN))) ||
+	    auth_presented(&req))
+		res->cache_control = "no-store";
 	if (http_send(&req, res) < 0)
 		log_info("client went away before the response was written");
 	if (res->status >= 500)

@@ -14,7 +14,7 @@ my $url = "$s->{url}/api/auth/sign-in";
 sub post {
 	my ($body, %h) = @_;
 	return http(POST => $url, body => $body,
-		headers => { 'Content-Type' => 'application/json', %h });
+		headers => { 'Content-Type' => 'application/json', 'X-Requested-With' => 'bloqr', %h });
 }
 
 my $deep = ('[' x 10_000) . (']' x 10_000);

@@ -219,12 +219,12 @@ subtest 'sign-in: wrong credentials and bad input' => sub {
 		'{"email":"","password":"x"}'               => qr/email/i,
 	);
 	for my $body (sort keys %cases) {
-		json_error_ok(req(POST => '/api/auth/sign-in', body => $body, from => $from), 400, $cases{$body},
+		json_error_ok(req(POST => '/api/auth/sign-in', body => $body, from => $from, csrf => 1), 400, $cases{$body},
 			"400 naming the field: $body");
 	}
-	json_error_ok(req(POST => '/api/auth/sign-in', body => '{"email":', from => $from), 400, undef,
+	json_error_ok(req(POST => '/api/auth/sign-in', body => '{"email":', from => $from, csrf => 1), 400, undef,
 		'malformed JSON: 400');
-	json_error_ok(req(POST => '/api/auth/sign-in', body => '[]', from => $from), 400, undef,
+	json_error_ok(req(POST => '/api/auth/sign-in', body => '[]', from => $from, csrf => 1), 400, undef,
 		'not an object: 400');
 	my $m = req(GET => '/api/auth/sign-in', from => $from);
 	is($m->{status}, 405, 'GET /api/auth/sign-in: 405');

@@ -27,7 +27,7 @@ my $ISO = qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 my @DEPLOY_KEYS = sort qw(id version buildNumber fullVersion gitCommit gitBranch deployedAt
 	deployedBy status deploymentDuration workflowRunId workflowRunUrl metadata);
-my @VERSION_KEYS = sort qw(success version buildNumber fullVersion gitCommit gitBranch deployedAt
+my @VERSION_KEYS = sort qw(success name version buildNumber fullVersion gitCommit gitBranch deployedAt
 	deployedBy status metadata);
 
 # A deployment object: exactly the contract's keys, well-typed, matching %want.
@@ -86,8 +86,8 @@ my $USER = mktoken('user@example.test');
 {
 	my $r = req(GET => '/api/version');
 	is($r->{status}, 200, 'version without history: 200');
-	is_deeply([sort keys %{ $r->{json} || {} }], [qw(message success version)],
-	    'version without history: {success, version, message}');
+	is_deeply([sort keys %{ $r->{json} || {} }], [qw(message name success version)],
+	    'version without history: {success, name, version, message}');
 	ok($r->{json}{success}, 'version without history: success true');
 	like($r->{json}{version} // '', qr/^\d+\.\d+\.\d+/, 'version without history: the built-in version');
 	is($r->{json}{message}, 'No deployment history available', 'version without history: message');

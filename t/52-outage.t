@@ -105,7 +105,7 @@ subtest 'host A during the outage: what needs PostgreSQL answers 503' => sub {
 	unavailable_ok(req($A, POST => '/api/compilations', json => { configName => 'outage', sourceCount => 1,
 		ruleCount => 1, duration => 1 }), 'POST compilation');
 	unavailable_ok(req($A, POST => '/api/auth/sign-in', bearer => undef,
-		json => { email => 'admin@t52.test', password => $PASSWORD }), 'sign-in');
+		json => { email => 'admin@t52.test', password => $PASSWORD }, csrf => 1), 'sign-in');
 	unavailable_ok(req($A, GET => '/api/admin/users'), 'GET /api/admin/users');
 	unavailable_ok(req($A, GET => '/api/admin/audit'), 'GET /api/admin/audit');
 	unavailable_ok(req($A, GET => '/api/admin/cache/status'), 'GET /api/admin/cache/status');
@@ -165,7 +165,7 @@ subtest 'recovery without a restart' => sub {
 
 	my $r = req($A, PUT => '/api/storage/after', json => { data => 'ok' });
 	is($r->{status}, 201, 'a write works again') or diag show($r);
-	$r = req($A, POST => '/api/auth/sign-in', bearer => undef, json => { email => 'admin@t52.test', password => $PASSWORD });
+	$r = req($A, POST => '/api/auth/sign-in', bearer => undef, json => { email => 'admin@t52.test', password => $PASSWORD }, csrf => 1);
 	is($r->{status}, 200, 'sign-in works again') or diag show($r);
 	$r = req($A, GET => '/api/admin/users');
 	is($r->{status}, 200, 'the admin users list works again') or diag show($r);

@@ -34,7 +34,8 @@ static int audit_cli(struct pg *pg, const struct cache_row *row, void *ctx)
 		jsonx_add_str(details, "status", row->cols[DEPLOY_COL_STATUS]);
 		jsonx_add_str(details, "via", "bloqr-admin");
 	}
-	rc = audit_write(pg, NULL, "deployment.create", row->cols[DEPLOY_COL_FULL_VERSION], NULL, details);
+	rc = audit_write(pg, NULL, "deployment.create", row->cols[DEPLOY_COL_FULL_VERSION], NULL, NULL,
+	    details);
 	json_object_put(details);
 	return rc;
 }

@@ -25,7 +25,7 @@
 
 static void no_store(struct http_response *res)
 {
-	http_header(res, "Cache-Control", "no-store");
+	res->cache_control = "no-store";
 }
 
 void h_astorage_stats(struct app *app, struct http_request *req, struct http_response *res,
@@ -34,6 +34,7 @@ void h_astorage_stats(struct app *app, struct http_request *req, struct http_res
 	struct storage_admin_stats st;
 	struct json_object *o, *stats;
 	char ts[25];
+	long d1;
 	int rc;
 
 	(void)req; (void)m;
@@ -55,7 +56,14 @@ void h_astorage_stats(struct app *app, struct http_request *req, struct http_res
 		http_error(res, 500, "Out of memory");
 		return;
 	}
-	if (jsonx_add(o, "stats", stats) < 0 || jsonx_add_str(o, "timestamp", ts) < 0) {
+	/* The dashboard's names (CONTRACT §7): KV, R2 and D1 were the old
+	 * design's stores; there is no object store here, and D1's place is
+	 * taken by this host's SQLite cache. */
+	d1 = cache_sqlite_tables(app->cache);
+	if (jsonx_add(o, "stats", stats) < 0 || jsonx_add_str(o, "timestamp", ts) < 0 ||
+	    jsonx_add_int(o, "kvKeys", st.storage_entries) < 0 || jsonx_add_int(o, "r2Objects", 0) < 0 ||
+	    jsonx_add_int(o, "d1Tables", d1 < 0 ? 0 : d1) < 0 ||
+	    jsonx_add_int(o, "cacheEntries", st.filter_cache) < 0) {
 		json_object_put(o);
 		http_error(res, 500, "Out of memory");
 		return;
@@ -85,7 +93,7 @@ static void clear(struct app *app, struct http_request *req, struct http_respons
 		rc = PG_EBUG;
 		goto fail;
 	}
-	rc = audit_write(app->pg, app->who.user_id, action, NULL, req->request_id, details);
+	rc = audit_write(app->pg, app->who.user_id, action, NULL, req->request_id, req->remote_addr, details);
 	json_object_put(details);
 	if (rc != PG_OK || (rc = pg_commit(app->pg)) != PG_OK)
 		goto fail;
@@ -102,7 +110,8 @@ static void clear(struct app *app, struct http_request *req, struct http_respons
 	else
 		snprintf(msg, sizeof msg, "Deleted %lld cache/ storage entries and %lld filter-cache rows", s, f);
 	o = h_success();
-	if (o && (jsonx_add_int(o, "deleted", s + f) < 0 || jsonx_add_str(o, "message", msg) < 0)) {
+	if (o && (jsonx_add_int(o, "deleted", s + f) < 0 || jsonx_add_int(o, "removed", s + f) < 0 ||
+	    jsonx_add_str(o, "message", msg) < 0)) {
 		json_object_put(o);
 		o = NULL;
 	}
@@ -201,7 +210,7 @@ void h_astorage_vacuum(struct app *app, struct http_request *req, struct http_re
 	if (details)
 		jsonx_add_str(details, "cache", cache_state);
 	/* VACUUM cannot run in a transaction, so its audit row follows it. */
-	rc = audit_write(app->pg, app->who.user_id, "storage.vacuum", NULL, req->request_id, details);
+	rc = audit_write(app->pg, app->who.user_id, "storage.vacuum", NULL, req->request_id, req->remote_addr, details);
 	json_object_put(details);
 	if (rc != PG_OK) {
 		h_pg_error(res, rc);
@@ -246,6 +255,29 @@ static bool blank(const char *s)
 	return *s == '\0';
 }
 
+/* The dashboard reads the column names at the top level and the time as
+ * text (CONTRACT §7); meta keeps the names with their types. */
+static int dashboard_fields(struct json_object *o)
+{
+	struct json_object *meta, *cols, *ms, *names, *name;
+	char dur[48];
+	double t;
+
+	if (!json_object_object_get_ex(o, "meta", &meta) || !json_object_object_get_ex(meta, "columns", &cols) ||
+	    !json_object_object_get_ex(meta, "duration_ms", &ms) || (names = json_object_new_array()) == NULL)
+		return -1;
+	if (jsonx_add(o, "columns", names) < 0)
+		return -1;
+	for (size_t i = 0; i < json_object_array_length(cols); i++) {
+		if (!json_object_object_get_ex(json_object_array_get_idx(cols, i), "name", &name) ||
+		    json_object_array_add(names, json_object_get(name)) < 0)
+			return -1;
+	}
+	t = json_object_get_double(ms);
+	snprintf(dur, sizeof dur, t < 10 ? "%.1f ms" : "%.0f ms", t);
+	return jsonx_add_str(o, "duration", dur);
+}
+
 void h_astorage_query(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
@@ -281,6 +313,10 @@ void h_astorage_query(struct app *app, struct http_request *req, struct http_res
 	}
 	switch (qc_run(app->query_pg, sql, timeout, o, err, sizeof err)) {
 	case QC_OK:
+		if (dashboard_fields(o) < 0) {
+			http_error(res, 500, "Out of memory");
+			break;
+		}
 		no_store(res);
 		h_json(res, 200, o);
 		o = NULL;

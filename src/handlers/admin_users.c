@@ -133,7 +133,7 @@ fail:
 static void finish(struct app *app, struct http_request *req, struct http_response *res,
     const char *action, const char *id, struct json_object *details, const PGresult *user, const char *msg)
 {
-	int rc = audit_write(app->pg, app->who.user_id, action, id, req->request_id, details);
+	int rc = audit_write(app->pg, app->who.user_id, action, id, req->request_id, req->remote_addr, details);
 
 	json_object_put(details);
 	if (rc != PG_OK || (rc = pg_commit(app->pg)) != PG_OK) {

@@ -1,4 +1,6 @@
-/* POST /api/auth/sign-in, POST /api/auth/sign-out, GET /api/auth/session. */
+/* POST /api/auth/sign-in, POST /api/auth/sign-out, GET /api/auth/session,
+ * and the dashboard's Better Auth shaped twins (CONTRACT §7):
+ * POST /api/auth/sign-in/email and GET /api/auth/get-session. */
 #include <stdio.h>
 #include <string.h>
 
@@ -21,8 +23,9 @@ static void set_cookie(struct app *app, struct http_response *res, const char *t
 	http_header(res, "Set-Cookie", c);
 }
 
-void h_sign_in(struct app *app, struct http_request *req, struct http_response *res,
-    const struct route_match *m)
+/* Both sign-ins; better_auth adds "redirect": false, as the dashboard's
+ * client expects of /sign-in/email. */
+static void sign_in(struct app *app, struct http_request *req, struct http_response *res, bool better_auth)
 {
 	struct json_object *body, *out = NULL, *user = NULL;
 	const char *email, *password, *hash;
@@ -32,7 +35,6 @@ void h_sign_in(struct app *app, struct http_request *req, struct http_response *
 	long retry_after;
 	int rc;
 
-	(void)m;
 	token[0] = '\0';
 	if ((body = h_body_object(req, res)) == NULL)
 		return;
@@ -102,13 +104,14 @@ void h_sign_in(struct app *app, struct http_request *req, struct http_response *
 		http_error(res, 500, "Out of memory");
 		goto out;
 	}
-	if (jsonx_add_str(out, "token", token) < 0 || jsonx_add(out, "user", user) < 0) {
+	if ((better_auth && jsonx_add_bool(out, "redirect", false) < 0) ||
+	    jsonx_add_str(out, "token", token) < 0 || jsonx_add(out, "user", user) < 0) {
 		json_object_put(out);
 		http_error(res, 500, "Out of memory");
 		goto out;
 	}
 	set_cookie(app, res, token, AUTH_SESSION_TTL_S);
-	http_header(res, "Cache-Control", "no-store");
+	res->cache_control = "no-store";
 	h_json(res, 200, out);
 	goto out;
 db_fail:
@@ -118,6 +121,20 @@ out:
 	sodium_memzero(token, sizeof token);
 	PQclear(r);
 	json_object_put(body);
+}
+
+void h_sign_in(struct app *app, struct http_request *req, struct http_response *res,
+    const struct route_match *m)
+{
+	(void)m;
+	sign_in(app, req, res, false);
+}
+
+void h_sign_in_email(struct app *app, struct http_request *req, struct http_response *res,
+    const struct route_match *m)
+{
+	(void)m;
+	sign_in(app, req, res, true);
 }
 
 void h_sign_out(struct app *app, struct http_request *req, struct http_response *res,
@@ -167,6 +184,106 @@ void h_session(struct app *app, struct http_request *req, struct http_response *
 		http_error(res, 500, "Out of memory");
 		return;
 	}
-	http_header(res, "Cache-Control", "no-store");
+	res->cache_control = "no-store";
 	h_json(res, 200, out);
+}
+
+/* The user object's fields a Better Auth session carries. */
+static struct json_object *session_user(struct json_object *full)
+{
+	static const char *const keep[] = { "id", "email", "name", "emailVerified", "image", "tier", "role" };
+	struct json_object *o = json_object_new_object(), *v;
+
+	if (o == NULL)
+		return NULL;
+	for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+		if (!json_object_object_get_ex(full, keep[i], &v))
+			v = NULL;
+		if (jsonx_add(o, keep[i], json_object_get(v)) < 0) {
+			json_object_put(o);
+			return NULL;
+		}
+	}
+	return o;
+}
+
+/* GET /api/auth/get-session: the dashboard asks who it is on every load.
+ * Signed out, or credentials that no longer count, is not an error there:
+ * 200 with null. The session's token is the one presented (the cookie's
+ * or the bearer's), so it is a bearer for this very session and dies with
+ * it. A database failure is never passed off as "signed out". */
+void h_get_session(struct app *app, struct http_request *req, struct http_response *res,
+    const struct route_match *m)
+{
+	struct json_object *out = NULL, *full = NULL, *user = NULL, *sess = NULL;
+	char created[AUTH_TIME_LEN], expires[AUTH_TIME_LEN];
+	const char *tok;
+	enum auth_via via;
+	PGresult *r = NULL;
+	bool found;
+	int rc;
+
+	(void)m;
+	res->cache_control = "no-store";
+	switch (auth_resolve(app, req, false, &app->who)) {
+	case AUTH_OK:
+		break;
+	case AUTH_NONE:
+	case AUTH_INVALID:
+		goto signed_out;
+	case AUTH_UNAVAIL:
+		http_error(res, 503, "Database unavailable, try again shortly");
+		http_header(res, "Retry-After", "5");
+		return;
+	default:
+		http_error(res, 500, "Internal error");
+		return;
+	}
+	if (app->who.banned)
+		goto signed_out;
+	if ((rc = users_get(app->pg, app->who.user_id, &r)) != PG_OK ||
+	    (rc = auth_credential_times(app->pg, &app->who, &found, created, expires)) != PG_OK) {
+		PQclear(r);
+		h_pg_error(res, rc);
+		return;
+	}
+	if (PQntuples(r) != 1 || !found) {
+		PQclear(r);
+		goto signed_out;
+	}
+	tok = auth_presented_token(req, &via);
+	full = users_to_json(r, 0);
+	PQclear(r);
+	if (full == NULL || (user = session_user(full)) == NULL || (out = json_object_new_object()) == NULL ||
+	    (sess = json_object_new_object()) == NULL)
+		goto oom;
+	if (jsonx_add_str(sess, "id", app->who.cred_id) < 0 || jsonx_add_str(sess, "token", tok) < 0 ||
+	    jsonx_add_str(sess, "userId", app->who.user_id) < 0 ||
+	    jsonx_add_str(sess, "expiresAt", expires[0] ? expires : NULL) < 0 ||
+	    jsonx_add_str(sess, "createdAt", created) < 0)
+		goto oom;
+	if (jsonx_add(out, "user", user) < 0) {
+		user = NULL;
+		goto oom;
+	}
+	user = NULL;
+	if (jsonx_add(out, "session", sess) < 0) {
+		sess = NULL;
+		goto oom;
+	}
+	sess = NULL;
+	json_object_put(full);
+	h_json(res, 200, out);
+	return;
+oom:
+	json_object_put(sess);
+	json_object_put(user);
+	json_object_put(full);
+	json_object_put(out);
+	http_error(res, 500, "Out of memory");
+	return;
+signed_out:
+	res->status = 200;
+	buf_reset(&res->body);
+	buf_puts(&res->body, "null");
 }

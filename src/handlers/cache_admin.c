@@ -64,7 +64,7 @@ void h_cache_status(struct app *app, struct http_request *req, struct http_respo
 		tables = NULL;
 		goto oom;
 	}
-	http_header(res, "Cache-Control", "no-store");
+	res->cache_control = "no-store";
 	h_json(res, 200, o);
 	return;
 oom:
@@ -104,7 +104,7 @@ void h_cache_rebuild(struct app *app, struct http_request *req, struct http_resp
 			break;
 	if (details)
 		jsonx_add(details, "tables", json_object_get(tables));
-	(void)audit_write(app->pg, app->who.user_id, "cache.rebuild", NULL, req->request_id, details);
+	(void)audit_write(app->pg, app->who.user_id, "cache.rebuild", NULL, req->request_id, req->remote_addr, details);
 	json_object_put(details);
 	if (o == NULL || tables == NULL || jsonx_add(o, "tables", tables) < 0) {
 		json_object_put(o);
@@ -160,7 +160,7 @@ void h_cache_invalidate(struct app *app, struct http_request *req, struct http_r
 		jsonx_add_str(details, "id", id);
 		jsonx_add_int(details, "invalidated", n);
 	}
-	(void)audit_write(app->pg, app->who.user_id, "cache.invalidate", table, req->request_id, details);
+	(void)audit_write(app->pg, app->who.user_id, "cache.invalidate", table, req->request_id, req->remote_addr, details);
 	json_object_put(details);
 	o = h_success();
 	if (o && jsonx_add_int(o, "invalidated", n) < 0) {

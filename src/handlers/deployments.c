@@ -23,7 +23,7 @@
 
 static void cache_headers(struct http_response *res, enum cache_outcome how)
 {
-	http_header(res, "Cache-Control", "public, max-age=60");
+	res->cache_control = "public, max-age=60";
 	http_header(res, "X-Cache", cache_outcome_name(how));
 }
 
@@ -82,7 +82,7 @@ void h_version(struct app *app, struct http_request *req, struct http_response *
 		h_pg_error(res, rc);
 		goto out;
 	}
-	if (one.oom || (o = h_success()) == NULL)
+	if (one.oom || (o = h_success()) == NULL || jsonx_add_str(o, "name", "bloqr-backend") < 0)
 		goto oom;
 	if (n == 0) {
 		if (jsonx_add_str(o, "version", PACKAGE_VERSION) < 0 ||
@@ -257,7 +257,8 @@ static int audit_tx(struct pg *pg, const struct cache_row *row, void *ctx)
 		jsonx_add_str(details, "id", row->key);
 		jsonx_add_str(details, "status", row->cols[DEPLOY_COL_STATUS]);
 	}
-	rc = audit_write(pg, actor, a->action, row->cols[DEPLOY_COL_FULL_VERSION], a->req->request_id, details);
+	rc = audit_write(pg, actor, a->action, row->cols[DEPLOY_COL_FULL_VERSION], a->req->request_id,
+	    a->req->remote_addr, details);
 	json_object_put(details);
 	return rc;
 }

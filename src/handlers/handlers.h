@@ -22,6 +22,8 @@ void h_metrics(struct app *, struct http_request *, struct http_response *, cons
 void h_sign_in(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 void h_sign_out(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 void h_session(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_sign_in_email(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_get_session(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 /* admin_users.c */
 void h_users_list(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 void h_users_get(struct app *, struct http_request *, struct http_response *, const struct route_match *);
@@ -57,6 +59,7 @@ void h_cache_rebuild(struct app *, struct http_request *, struct http_response *
 void h_cache_invalidate(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 /* audit.c */
 void h_audit_list(struct app *, struct http_request *, struct http_response *, const struct route_match *);
+void h_audit_items(struct app *, struct http_request *, struct http_response *, const struct route_match *);
 
 /* ---- common.c ---- */
 /* Serialize obj as the response body with the given status; frees obj.

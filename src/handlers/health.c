@@ -73,7 +73,7 @@ void h_health(struct app *app, struct http_request *req, struct http_response *r
 		svc = NULL;
 		goto fail;
 	}
-	http_header(res, "Cache-Control", "no-store");
+	res->cache_control = "no-store";
 	h_json(res, overall == DOWN ? 503 : 200, o);
 	if (overall == DOWN)
 		http_header(res, "Retry-After", "5");

@@ -17,6 +17,8 @@ void h_api_index(struct app *app, struct http_request *req, struct http_response
 		goto fail;
 	for (size_t i = 0; i < router_nroutes; i++) {
 		const struct route *r = &router_routes[i];
+		if (r->flags & ROUTE_ALIAS)
+			continue;
 		snprintf(key, sizeof key, "%s %s", http_method_name(r->method), r->pattern);
 		if (jsonx_add_str(eps, key, r->desc) < 0)
 			goto fail;

@@ -14,5 +14,5 @@ void h_metrics(struct app *app, struct http_request *req, struct http_response *
 	}
 	res->status = 200;
 	res->content_type = "text/plain; version=0.0.4; charset=utf-8";
-	http_header(res, "Cache-Control", "no-store");
+	res->cache_control = "no-store";
 }

@@ -521,16 +521,20 @@ sub _subst {
 
 # nginx from conf/nginx.conf.example with its listen port and fastcgi_pass
 # address replaced. Options: upstream (required: HOST:PORT or unix:/path),
-# port. Returns a BloqrTest::Proc with port and url.
+# port, example (another file of conf/, e.g. nginx-dashboard.conf.example),
+# root (replaces the dashboard example's root directory). Returns a
+# BloqrTest::Proc with port and url.
 sub nginx_start {
 	my (%o) = @_;
 	my $up = $o{upstream} // die "nginx_start: upstream required\n";
 	my $port = $o{port} // free_port();
 	my $dir = _subdir('nginx');
-	my $example = srcdir() . '/conf/nginx.conf.example';
+	my $example = srcdir() . '/conf/' . ($o{example} // 'nginx.conf.example');
 	my $server = _slurp($example) // die "cannot read $example\n";
 	$server = _subst($server, '127.0.0.1:8080', "127.0.0.1:$port", $example);
 	$server = _subst($server, '127.0.0.1:9000', $up, $example);
+	$server = _subst($server, 'root /var/www/bloqr-dashboard;', "root $o{root};", $example)
+	    if defined $o{root};
 	$server =~ s{/var/log/nginx/}{$dir/}g;
 	_spew("$dir/bloqr-server.conf", $server);
 	# Relative includes (fastcgi_params) are resolved next to the main file.
@@ -709,8 +713,12 @@ sub json_error_ok {
 		    unless defined $j->{error} && !ref $j->{error} && length $j->{error};
 		push @why, "error \"$j->{error}\" does not match $re"
 		    if $re && defined $j->{error} && $j->{error} !~ $re;
+		push @why, '"message" is not the same text as "error"'
+		    unless defined $j->{message} && defined $j->{error} && $j->{message} eq $j->{error};
 	}
 	push @why, 'no X-Request-Id' unless length($r->{headers}{'x-request-id'} // '');
+	push @why, 'no X-Content-Type-Options: nosniff'
+	    unless ($r->{headers}{'x-content-type-options'} // '') eq 'nosniff';
 	for my $leak ($LEAK_RE, $opt{pg_message} ? () : $PG_MESSAGE_RE) {
 		push @why, "body reveals internals: '$1'" if $r->{content} =~ /($leak)/;
 	}
@@ -780,6 +788,8 @@ END {
 # the hook command (with the conf path appended), start the pool and nginx,
 # print where things are, then wait until SIGINT/SIGTERM and stop it all.
 # Options: dir, hook (arrayref), port (preferred nginx port).
+# ./dev up: options dir, port, hook (run after migrate), dashboard (a built
+# dashboard's directory, served from the same origin).
 sub dev_up {
 	my (%o) = @_;
 	my $dir = abs_path($o{dir} // '.dev');
@@ -815,7 +825,10 @@ sub dev_up {
 		die "after_migrate hook failed (exit $r->{rc})\n" if $r->{rc};
 	}
 	my $pool = pool_start($conf, workers => 2, log => "$dir/pool.log");
-	my $web = nginx_start(upstream => $pool->addr, port => $port);
+	my $dash = defined $o{dashboard} && length $o{dashboard} ? $o{dashboard} : undef;
+	my $web = nginx_start(upstream => $pool->addr, port => $port,
+		$dash ? (example => 'nginx-dashboard.conf.example', root => $dash) : ());
+	print "the dashboard (files in $dash): $web->{url}/\n" if $dash;
 	print "bloqr-backend is up: $web->{url}/api/health\n",
 	    "  config:     $conf\n",
 	    "  pool log:   $pool->{log} (FastCGI at ", $pool->addr, ")\n",

@@ -92,6 +92,12 @@ int main(void)
 	ok(load("[http]\ncookie_secure = maybe\n", &c, err, sizeof err) < 0, "bad boolean refused");
 	ok(load("[cache]\nstrategy = write-back\n", &c, err, sizeof err) < 0, "bad strategy refused");
 	ok(strstr(err, "cache.strategy"), "names the key: %s", err);
+	ok(load("[http]\ntrusted_origins = admin.example\n", &c, err, sizeof err) < 0, "an origin without scheme refused");
+	ok(strstr(err, ":2:") && strstr(err, "http.trusted_origins"), "names line and key: %s", err);
+	ok(load("[http]\ntrusted_origins = https://a.example/path\n", &c, err, sizeof err) < 0, "an origin with a path refused");
+	ok(load("[http]\ntrusted_origins = https://a.example  http://b.example:8080\n", &c, err, sizeof err) == 0 &&
+	    strcmp(c.http_trusted_origins, "https://a.example  http://b.example:8080") == 0, "two origins kept");
+	conf_free(&c);
 	ok(load("[nope]\n", &c, err, sizeof err) < 0, "unknown section refused");
 	ok(load("url = x\n", &c, err, sizeof err) < 0, "key outside a section refused");
 	ok(load("[database\n", &c, err, sizeof err) < 0, "broken section header refused");

@@ -148,9 +148,16 @@ int main(void)
 		ok(strstr(m.out.data, "X-Request-Id: r1\r\n") != NULL, "request id header");
 		ok(strstr(m.out.data, "Allow: GET\r\n") != NULL, "extra header");
 		ok(strstr(m.out.data, "Injected") == NULL, "a value with CR/LF is dropped");
-		ok(strstr(m.out.data, "Content-Length: 37\r\n") != NULL, "length of the body");
+		ok(strstr(m.out.data, "Content-Length: 59\r\n") != NULL, "length of the body");
+		ok(strstr(m.out.data, "X-Content-Type-Options: nosniff\r\n") != NULL, "nosniff on every answer");
+		ok(strstr(m.out.data, "Cache-Control:") == NULL, "no Cache-Control unless set");
 		ok(strstr(m.out.data, "\r\n\r\n") != NULL && strstr(m.out.data, "{") == NULL, "HEAD: no body");
-		is_str(res.body.data, "{\"success\":false,\"error\":\"Not found\"}", "error envelope");
+		is_str(res.body.data, "{\"success\":false,\"error\":\"Not found\",\"message\":\"Not found\"}",
+		    "error envelope: message repeats error");
+		res.cache_control = "no-store";
+		buf_reset(&m.out);
+		ok(http_send(&req, &res) == 0 && strstr(m.out.data, "Cache-Control: no-store\r\n") != NULL,
+		    "Cache-Control when set");
 	}
 	buf_free(&m.out);
 	http_response_free(&res);

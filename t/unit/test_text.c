@@ -36,6 +36,16 @@ int main(void)
 	text_iso_time_ms(0, out);
 	is_str(out, "1970-01-01T00:00:00.000Z", "the epoch");
 
+	ok(text_iso_date_valid("2026-03-25"), "a date");
+	ok(text_iso_date_valid("2024-02-29"), "29 February of a leap year");
+	ok(!text_iso_date_valid("2026-02-29"), "29 February of another year refused");
+	ok(!text_iso_date_valid("2100-02-29"), "1900/2100 are not leap years");
+	ok(text_iso_date_valid("2000-02-29"), "2000 is");
+	ok(!text_iso_date_valid("2026-13-01") && !text_iso_date_valid("2026-00-10") && !text_iso_date_valid("2026-04-31"),
+	    "month 13, month 0, 31 April refused");
+	ok(!text_iso_date_valid("2026-03-25T00:00Z") && !text_iso_date_valid("2026-3-25") && !text_iso_date_valid(""),
+	    "a time, a short month, empty: not a date");
+
 	is_int(text_parse_uint("12345", 5), 12345, "number parsed");
 	is_int(text_parse_uint("", 0), -1, "empty refused");
 	is_int(text_parse_uint("-1", 2), -1, "sign refused");

@@ -141,10 +141,11 @@ sub mktoken {
 
 # --- sessions --------------------------------------------------------------
 
-# POST /api/auth/sign-in with an email and a password; options as req.
+# POST /api/auth/sign-in with an email and a password, with the CSRF
+# guard's header (csrf => 0 leaves it out); options as req.
 sub signin {
 	my ($email, $pw, %o) = @_;
-	return req(POST => '/api/auth/sign-in', json => { email => $email, password => $pw }, %o);
+	return req(POST => '/api/auth/sign-in', json => { email => $email, password => $pw }, csrf => 1, %o);
 }
 
 # The Set-Cookie lines of a response.
