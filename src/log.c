@@ -14,14 +14,15 @@ static const char *cur_rid;
 void log_set_request_id(const char *rid) { cur_rid = rid; }
 
 /* Rate limit: a message (known by its format string, i.e. its call site)
- * is written at most LOG_RL_BURST times per LOG_RL_WINDOW_MS in a process;
+ * is written at most rl_burst times per rl_window_ms in a process;
  * the rest are counted, and the count is written once the window is over
  * (with the next message of any kind, or log_flush_dropped()). So one
  * failure repeating on every request can't flood the log, and the log
  * still says how often it happened. */
 #define LOG_RL_SLOTS 64
-#define LOG_RL_BURST 10
-#define LOG_RL_WINDOW_MS 10000
+
+static unsigned long rl_burst = 10;
+static long long rl_window_ms = 10000;
 
 struct rl_slot {
 	const char *fmt;
@@ -93,6 +94,12 @@ static void report_dropped(struct rl_slot *s, long long now)
 	s->dropped = 0;
 }
 
+void log_set_rate_limit(unsigned long burst, long window_ms)
+{
+	rl_burst = burst;
+	rl_window_ms = window_ms;
+}
+
 void log_flush_dropped(void)
 {
 	long long now = mono_ms();
@@ -101,7 +108,7 @@ void log_flush_dropped(void)
 		return;
 	flushing = true;
 	for (int i = 0; i < LOG_RL_SLOTS; i++)
-		if (slots[i].dropped > 0 && now - slots[i].start_ms >= LOG_RL_WINDOW_MS) {
+		if (slots[i].dropped > 0 && now - slots[i].start_ms >= rl_window_ms) {
 			report_dropped(&slots[i], now);
 			slots[i].fmt = NULL;
 		}
@@ -115,14 +122,14 @@ static bool admit(enum log_level lvl, const char *fmt)
 	struct rl_slot *s = &slots[((h >> 3) ^ (h >> 11)) % LOG_RL_SLOTS];
 	long long now = mono_ms();
 
-	if (s->fmt != fmt || now - s->start_ms >= LOG_RL_WINDOW_MS) {
+	if (s->fmt != fmt || now - s->start_ms >= rl_window_ms) {
 		report_dropped(s, now);   /* a message that lost its slot, or an old window */
 		s->fmt = fmt;
 		s->lvl = lvl;
 		s->start_ms = now;
 		s->written = 0;
 	}
-	if (s->written >= LOG_RL_BURST) {
+	if (s->written >= rl_burst) {
 		s->dropped++;
 		return false;
 	}

@@ -20,6 +20,9 @@ void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(pri
  * does it too; call it from loops that may go quiet. */
 void log_flush_dropped(void);
 
+/* At most burst lines per message per window_ms (default 10 per 10 s). */
+void log_set_rate_limit(unsigned long burst, long window_ms);
+
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_info(...)  do { if (log_threshold >= LOG_LVL_INFO) log_msg(LOG_LVL_INFO, __VA_ARGS__); } while (0)
