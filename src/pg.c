@@ -13,12 +13,18 @@
 #define PG_BACKOFF_MIN_MS 100
 #define PG_BACKOFF_MAX_MS 2000
 #define PG_CANCEL_GRACE_MS 2000   /* after a cancel, wait this long for the answer */
+#define PG_MAX_PREPARED 128
 
 struct pg {
 	char *url;
 	char *app_name;
 	long timeout_ms;          /* client-side statement deadline; 0 = none */
 	PGconn *conn;
+	/* Named statements only on a connection proven to be its own server
+	 * session (see is_session); prepared ones by identity. */
+	bool named;
+	const struct pg_stmt *prepared[PG_MAX_PREPARED];
+	int nprepared;
 	long long next_try_ms;   /* no connect attempt before this (monotonic) */
 	long backoff_ms;
 	bool ever_connected;
@@ -27,12 +33,20 @@ struct pg {
 	char sqlstate[6];
 };
 
+enum run_kind {
+	RUN_PARAMS,               /* unnamed statement: Parse, Bind, Execute, Sync */
+	RUN_SIMPLE,               /* simple protocol (trusted text, may hold several statements) */
+	RUN_PREPARE,              /* Parse under st->name */
+	RUN_PREPARED,             /* Bind, Execute of st->name */
+};
+
 /* One statement on the wire and what came back of it. */
 struct run {
+	enum run_kind kind;
+	const struct pg_stmt *st; /* for RUN_PREPARE(D); NULL for SQL text */
 	const char *sql;
 	int nparams;
 	const char *const *params;
-	bool simple;              /* simple protocol (trusted text, may hold several statements) */
 	int (*fn)(void *ctx, const PGresult *r, int i);   /* single-row mode when set */
 	void *ctx;
 	PGresult *result;         /* without fn: the answer (the last, or the first error) */
@@ -81,6 +95,8 @@ void pg_disconnect(struct pg *pg)
 	if (pg->conn)
 		PQfinish(pg->conn);
 	pg->conn = NULL;
+	pg->named = false;
+	pg->nprepared = 0;
 }
 
 void pg_free(struct pg *pg)
@@ -172,6 +188,25 @@ static bool idle_alive(PGconn *conn)
 	return PQstatus(conn) == CONNECTION_OK;
 }
 
+static int run_once(struct pg *pg, struct run *ru);
+
+/* Whether the connection is provably a server session of its own, so
+ * that a named prepared statement stays for its next transactions: the
+ * backend that answers is the one PostgreSQL named in BackendKeyData at
+ * the start. A pooler sends its own key (PgBouncer: random), so behind
+ * any pooler, or when in doubt, statements are unnamed. */
+static bool is_session(struct pg *pg)
+{
+	struct run ru = { .kind = RUN_SIMPLE, .sql = "SELECT pg_backend_pid()" };
+	bool yes = run_once(pg, &ru) == PG_OK && PQntuples(ru.result) == 1 &&
+	    atoi(PQgetvalue(ru.result, 0, 0)) == PQbackendPID(pg->conn) && PQbackendPID(pg->conn) != 0;
+
+	PQclear(ru.result);
+	log_debug("postgresql (%s): %s", pg->app_name,
+	    yes ? "a direct session: named statements" : "not provably a session (a pooler?): unnamed statements");
+	return yes;
+}
+
 int pg_connect(struct pg *pg)
 {
 	/* Client-side settings only (TCP keepalives find a vanished server
@@ -209,6 +244,14 @@ int pg_connect(struct pg *pg)
 		pg->next_try_ms = now + pg->backoff_ms;
 		pg->backoff_ms = pg->backoff_ms * 2 > PG_BACKOFF_MAX_MS ? PG_BACKOFF_MAX_MS : pg->backoff_ms * 2;
 		log_warn("postgresql (%s): cannot connect: %s", pg->app_name, pg->last_error);
+		metrics_count_pg_error();
+		return PG_EUNAVAIL;
+	}
+	pg->named = is_session(pg);
+	if (!pg_connected(pg)) {
+		/* it broke (or hung) at once: as a failed connect */
+		pg_disconnect(pg);
+		pg->next_try_ms = now + pg->backoff_ms;
 		metrics_count_pg_error();
 		return PG_EUNAVAIL;
 	}
@@ -298,8 +341,10 @@ static int run_once(struct pg *pg, struct run *ru)
 	ru->result = NULL;
 	ru->seen = 0;
 	ru->sent = ru->answered = ru->fatal_first = ru->timed_out = false;
-	if (ru->simple ? !PQsendQuery(pg->conn, ru->sql)
-	    : !PQsendQueryParams(pg->conn, ru->sql, ru->nparams, NULL, ru->params, NULL, NULL, 0)) {
+	if (!(ru->kind == RUN_SIMPLE ? PQsendQuery(pg->conn, ru->sql)
+	    : ru->kind == RUN_PREPARE ? PQsendPrepare(pg->conn, ru->st->name, ru->sql, ru->nparams, NULL)
+	    : ru->kind == RUN_PREPARED ? PQsendQueryPrepared(pg->conn, ru->st->name, ru->nparams, ru->params, NULL, NULL, 0)
+	    : PQsendQueryParams(pg->conn, ru->sql, ru->nparams, NULL, ru->params, NULL, NULL, 0))) {
 		/* libpq refused before anything went out (e.g. the connection is
 		 * known to be broken). */
 		return fail_class(pg, NULL);
@@ -385,6 +430,53 @@ static bool may_resend(const struct pg *pg, const struct run *ru, bool retry, bo
 	return retry || !ru->sent || ru->fatal_first;
 }
 
+static bool is_prepared(const struct pg *pg, const struct pg_stmt *st)
+{
+	for (int i = 0; i < pg->nprepared; i++)
+		if (pg->prepared[i] == st)
+			return true;
+	return false;
+}
+
+/* One try of ru: as a named statement (prepared first if need be) on a
+ * direct session, else unnamed. */
+static int attempt(struct pg *pg, struct run *ru)
+{
+	int err;
+
+	if (ru->st == NULL || !pg->named) {
+		if (ru->kind != RUN_SIMPLE)
+			ru->kind = RUN_PARAMS;
+		return run_once(pg, ru);
+	}
+	if (!is_prepared(pg, ru->st)) {
+		struct run pr = { .kind = RUN_PREPARE, .st = ru->st, .sql = ru->sql, .nparams = ru->nparams };
+
+		err = run_once(pg, &pr);
+		PQclear(pr.result);
+		if (err != PG_OK) {
+			/* The statement itself never went out. */
+			ru->sent = ru->answered = ru->timed_out = false;
+			ru->seen = 0;
+			ru->fatal_first = pr.fatal_first;
+			ru->result = NULL;
+			return err;
+		}
+		if (pg->nprepared < PG_MAX_PREPARED)
+			pg->prepared[pg->nprepared++] = ru->st;
+	}
+	ru->kind = RUN_PREPARED;
+	return run_once(pg, ru);
+}
+
+/* A named statement the server does not have, or already has: the
+ * connection is not the session it seemed (a pooler that passes the
+ * server's key on). Nothing ran. */
+static bool named_broken(const struct pg *pg)
+{
+	return strcmp(pg->sqlstate, "26000") == 0 || strcmp(pg->sqlstate, "42P05") == 0;
+}
+
 static int run(struct pg *pg, struct run *ru, bool retry)
 {
 	bool idle;
@@ -393,19 +485,25 @@ static int run(struct pg *pg, struct run *ru, bool retry)
 	if ((err = pg_connect(pg)) != PG_OK)
 		return err;
 	idle = PQtransactionStatus(pg->conn) == PQTRANS_IDLE;
-	err = run_once(pg, ru);
-	if (err == PG_EUNAVAIL && may_resend(pg, ru, retry, idle)) {
+	err = attempt(pg, ru);
+	if (err != PG_OK && pg->named && named_broken(pg) && pg_connected(pg)) {
+		log_warn("postgresql (%s): named statements are not kept on this connection; using unnamed ones",
+		    pg->app_name);
+		pg->named = false;
+		if (idle)
+			err = attempt(pg, ru);
+	} else if (err == PG_EUNAVAIL && may_resend(pg, ru, retry, idle)) {
 		log_info("postgresql (%s): the connection was lost before the statement ran; sending it again",
 		    pg->app_name);
 		if (pg_connect(pg) == PG_OK)
-			err = run_once(pg, ru);
+			err = attempt(pg, ru);
 	}
 	return err;
 }
 
 PGresult *pg_query(struct pg *pg, const struct pg_stmt *st, const char *const *params, int *err)
 {
-	struct run ru = { .sql = st->sql, .nparams = st->nparams, .params = params };
+	struct run ru = { .st = st, .sql = st->sql, .nparams = st->nparams, .params = params };
 
 	*err = run(pg, &ru, st->retry);
 	return ru.result;
@@ -414,7 +512,7 @@ PGresult *pg_query(struct pg *pg, const struct pg_stmt *st, const char *const *p
 int pg_each(struct pg *pg, const struct pg_stmt *st, const char *const *params,
     int (*fn)(void *ctx, const PGresult *r, int i), void *ctx)
 {
-	struct run ru = { .sql = st->sql, .nparams = st->nparams, .params = params, .fn = fn, .ctx = ctx };
+	struct run ru = { .st = st, .sql = st->sql, .nparams = st->nparams, .params = params, .fn = fn, .ctx = ctx };
 
 	return run(pg, &ru, st->retry);
 }
@@ -436,7 +534,7 @@ int pg_page(struct pg *pg, const struct pg_stmt *count, const struct pg_stmt *li
 
 PGresult *pg_exec(struct pg *pg, const char *sql, int *err)
 {
-	struct run ru = { .sql = sql, .simple = true };
+	struct run ru = { .kind = RUN_SIMPLE, .sql = sql };
 
 	*err = run(pg, &ru, false);
 	return ru.result;

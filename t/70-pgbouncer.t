@@ -109,6 +109,7 @@ subtest 'storage, deployments and users through the pooler: 8 clients, 10 s, no 
 	is($bad, 0, 'none of them 5xx') or diag join("\n", @samples);
 	my $log = $HOST_A->{pool}->log_text;
 	unlike($log, qr/prepared statement/i, 'no prepared-statement errors in the pool log');
+	unlike($log, qr/named statements are not kept/, 'the pooler was recognised from the start (unnamed statements)');
 	my ($count) = sql(q{SELECT count(*) FROM deployment_history WHERE deployed_by LIKE 'client%'});
 	cmp_ok($count, '>', 0, "$count deployments recorded through the pooler");
 	my ($dups) = sql(q{SELECT count(*) FROM (SELECT full_version FROM deployment_history
