@@ -1,8 +1,9 @@
 /* One PostgreSQL connection for the life of a process: lazy connect,
  * reconnect with back-off, a connection closed while idle replaced before
  * it is used, a statement deadline kept on this side, and errors sorted
- * into what the client should be told. Nothing depends on session state,
- * so `url` may be a transaction-mode pooler (CONTRACT §6). */
+ * into what the client should be told. Nothing depends on session state
+ * unless the connection is proven to be a session of its own, so `url` may
+ * be a transaction-mode pooler (CONTRACT §6). */
 #ifndef BLOQR_PG_H
 #define BLOQR_PG_H
 
@@ -10,13 +11,14 @@
 #include <stdbool.h>
 
 /* A statement owned by the module whose table it touches: a static const
- * object. It is sent as an unnamed statement (Parse, Bind, Execute, Sync in
- * one round trip): a named prepared statement lives in one server session,
- * which a transaction-mode pooler does not give us. `name` is for logs.
- * `retry` marks statements safe to run twice (reads): when the connection
- * breaks under them they are re-sent once on a fresh connection. Any
- * statement is re-sent when it provably did not run (see pg.c,
- * may_resend). */
+ * object. On a connection proven to be a server session of its own it is
+ * prepared on first use under `name` (once per connection); otherwise it
+ * is sent unnamed (Parse, Bind, Execute, Sync in one round trip), since
+ * behind a transaction-mode pooler a named statement lives in some other
+ * client's server session. `retry` marks statements safe to run twice
+ * (reads): when the connection breaks under them they are re-sent once on
+ * a fresh connection. Any statement is re-sent when it provably did not
+ * run (see pg.c, may_resend). */
 struct pg_stmt {
 	const char *name;
 	const char *sql;
