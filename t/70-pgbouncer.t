@@ -190,6 +190,11 @@ subtest 'through the pooler without listen_url: never connected, reads MISS' => 
 	$r = req($C, GET => '/api/admin/cache/status');
 	is($r->{status}, 200, 'cache status answers') or diag show($r);
 	is($r->{json}{listener}{connected} ? 1 : 0, 0, 'listener.connected false');
+	my $h = req($C, GET => '/api/health', bearer => undef);
+	is($h->{json}{services}{cache}{listener}{connected} ? 1 : 0, 0, '/api/health says so too')
+	    or diag show($h);
+	$h = req($A, GET => '/api/health', bearer => undef);
+	is($h->{json}{services}{cache}{listener}{connected} ? 1 : 0, 1, 'and connected on A') or diag show($h);
 	sql(q{UPDATE storage_entries SET data = '{"v":2}' WHERE key = 'nolisten'});
 	$r = req($C, GET => '/api/storage/nolisten');
 	is(data_of($r), '{"v":2}', 'a psql write is read at once');
