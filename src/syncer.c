@@ -174,7 +174,7 @@ int syncer_run(const struct conf *conf)
 	struct cache *c = NULL;
 	struct pg *pg = NULL, *lpg = NULL;
 	struct ping ping;
-	unsigned listening_gen = 0, file_gen = 0;
+	unsigned listening_gen = 0, file_gen = 0, checked_gen = 0;
 	bool listening = false, connected = false, behind = false;
 	struct pending q = { .n = 0 };
 	long long last_heartbeat = 0, next_remind = 0;
@@ -256,9 +256,14 @@ int syncer_run(const struct conf *conf)
 		if (ping.back && !behind) {
 			ping.back = false;
 			if (!connected) {
-				/* Whatever was announced while the pings did not come
-				 * back may be lost: re-check everything, then vouch. */
-				if (cache_mark_all_stale(c) == 0) {
+				/* Whatever was announced before this LISTEN is unknown:
+				 * re-check everything once per listening connection, then
+				 * vouch. A ping that was merely late on the same
+				 * connection lost nothing: what came before it has
+				 * arrived and is applied, in commit order. */
+				if ((checked_gen == listening_gen && cache_file_generation(c) == file_gen) ||
+				    cache_mark_all_stale(c) == 0) {
+					checked_gen = listening_gen;
 					file_gen = cache_file_generation(c);
 					cache_listener_state(c, true, false);
 					connected = true;
