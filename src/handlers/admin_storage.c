@@ -38,7 +38,7 @@ void h_astorage_stats(struct app *app, struct http_request *req, struct http_res
 	int rc;
 
 	(void)req; (void)m;
-	if ((rc = storage_admin_stats(app->pg, &st)) != PG_OK) {
+	if ((rc = storage_admin_stats(app->pg, &st)) != BLOQR_OK) {
 		h_error(res, rc);
 		return;
 	}

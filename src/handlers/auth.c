@@ -53,9 +53,9 @@ static void sign_in(struct app *app, struct http_request *req, struct http_respo
 
 	/* One transaction: the per-email lock makes check-verify-record atomic
 	 * across workers and hosts. */
-	if ((rc = pg_begin(app->pg)) != PG_OK ||
-	    (rc = auth_signin_lock(app->pg, email)) != PG_OK ||
-	    (rc = auth_attempts_check(app->pg, email, req->remote_addr, &locked, &retry_after)) != PG_OK)
+	if ((rc = pg_begin(app->pg)) != BLOQR_OK ||
+	    (rc = auth_signin_lock(app->pg, email)) != BLOQR_OK ||
+	    (rc = auth_attempts_check(app->pg, email, req->remote_addr, &locked, &retry_after)) != BLOQR_OK)
 		goto db_fail;
 	if (locked) {
 		pg_rollback(app->pg);
@@ -75,8 +75,8 @@ static void sign_in(struct app *app, struct http_request *req, struct http_respo
 		ok = false;
 	}
 	if (!ok) {
-		if ((rc = auth_attempt_record(app->pg, email, req->remote_addr, false)) != PG_OK ||
-		    (rc = pg_commit(app->pg)) != PG_OK)
+		if ((rc = auth_attempt_record(app->pg, email, req->remote_addr, false)) != BLOQR_OK ||
+		    (rc = pg_commit(app->pg)) != BLOQR_OK)
 			goto db_fail;
 		http_error(res, 401, bad_credentials);
 		goto out;
@@ -88,14 +88,14 @@ static void sign_in(struct app *app, struct http_request *req, struct http_respo
 	}
 	rc = auth_credential_create(app->pg, u.id, AUTH_KIND_SESSION, AUTH_SESSION_TTL_S,
 	    NULL, req->remote_addr, http_param(req, "HTTP_USER_AGENT"), token);
-	if (rc == PG_EINPUT) {
+	if (rc == BLOQR_EINPUT) {
 		/* Banned between the lookup and the insert. */
 		pg_rollback(app->pg);
 		http_error(res, 403, "This account is banned");
 		goto out;
 	}
-	if (rc != PG_OK || (rc = auth_attempt_record(app->pg, email, req->remote_addr, true)) != PG_OK ||
-	    (rc = pg_commit(app->pg)) != PG_OK)
+	if (rc != BLOQR_OK || (rc = auth_attempt_record(app->pg, email, req->remote_addr, true)) != BLOQR_OK ||
+	    (rc = pg_commit(app->pg)) != BLOQR_OK)
 		goto db_fail;
 
 	out = h_success();
@@ -148,7 +148,7 @@ void h_sign_out(struct app *app, struct http_request *req, struct http_response 
 	int rc;
 
 	(void)req; (void)m;
-	if ((rc = auth_credential_revoke(app->pg, &app->who)) != PG_OK) {
+	if ((rc = auth_credential_revoke(app->pg, &app->who)) != BLOQR_OK) {
 		h_error(res, rc);
 		return;
 	}

@@ -7,7 +7,6 @@
 #include "jsonx.h"
 #include "log.h"
 #include "metrics.h"
-#include "pg.h"
 #include "text.h"
 #include "worker.h"
 

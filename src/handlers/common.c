@@ -5,7 +5,6 @@
 
 #include "handlers/handlers.h"
 #include "jsonx.h"
-#include "pg.h"
 #include "text.h"
 #include "worker.h"
 

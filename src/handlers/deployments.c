@@ -10,7 +10,6 @@
 #include "deployments.h"
 #include "handlers/handlers.h"
 #include "jsonx.h"
-#include "pg.h"
 #include "worker.h"
 
 #define FILTER_MAX 200

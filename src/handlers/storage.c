@@ -9,7 +9,6 @@
 #include "cache.h"
 #include "handlers/handlers.h"
 #include "jsonx.h"
-#include "pg.h"
 #include "storage.h"
 #include "text.h"
 #include "worker.h"
@@ -129,9 +128,9 @@ static int get_tags(struct json_object *body, const char **out, struct http_resp
 /* A refused write: 400 naming the field, or the usual database answer. */
 static void write_error(struct http_response *res, int rc, const char *field)
 {
-	if (rc == PG_EINPUT && field && !strcmp(field, "expiresAt"))
+	if (rc == BLOQR_EINPUT && field && !strcmp(field, "expiresAt"))
 		http_error(res, 400, "Field 'expiresAt' must be a valid ISO-8601 time");
-	else if (rc == PG_EINPUT && field)
+	else if (rc == BLOQR_EINPUT && field)
 		http_error(res, 400, "Field '%s' was refused by the database", field);
 	else
 		h_error(res, rc);
