@@ -222,8 +222,8 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 		PQclear(r);
 		/* PostgreSQL says revoked, expired or gone: a cached copy must not
 		 * be trusted again once the cache is coherent. */
-		if (have == 1)
-			cache_deleted(app->cache, CACHE_CREDENTIALS, hash);
+		if (have == 1 && cache_deleted(app->cache, CACHE_CREDENTIALS, hash) != BLOQR_OK)
+			log_warn("auth: this host's cache could not drop a credential PostgreSQL no longer knows");
 		return AUTH_INVALID;
 	}
 	memset(&cr, 0, sizeof cr);
@@ -317,7 +317,8 @@ int auth_credential_revoke(struct pg *pg, const struct principal *p)
 
 void auth_forget(struct cache *c, const struct principal *p)
 {
-	cache_deleted(c, CACHE_CREDENTIALS, p->token_hash);
+	if (cache_deleted(c, CACHE_CREDENTIALS, p->token_hash) != BLOQR_OK)
+		log_warn("auth: this host's cache could not drop a revoked credential at once");
 }
 
 static const struct pg_stmt st_signin_lock = { "auth_signin_lock",
