@@ -23,6 +23,7 @@ struct pg {
 	/* Named statements only on a connection proven to be its own server
 	 * session (see is_session); prepared ones by identity. */
 	bool named;
+	bool listening;           /* keeps notifications for the caller */
 	const struct pg_stmt *prepared[PG_MAX_PREPARED];
 	int nprepared;
 	long long next_try_ms;   /* no connect attempt before this (monotonic) */
@@ -107,6 +108,24 @@ void pg_free(struct pg *pg)
 	free(pg->url);
 	free(pg->app_name);
 	free(pg);
+}
+
+void pg_set_listening(struct pg *pg, bool on)
+{
+	pg->listening = on;
+}
+
+/* Notifications nobody asked for: behind a transaction pooler a server
+ * connection may carry another client's LISTEN, and libpq would keep what
+ * it hears until the process ends. */
+static void drop_notifications(struct pg *pg)
+{
+	PGnotify *n;
+
+	if (pg->listening || pg->conn == NULL)
+		return;
+	while ((n = PQnotifies(pg->conn)) != NULL)
+		PQfreemem(n);
 }
 
 long pg_set_timeout(struct pg *pg, long ms)
@@ -395,6 +414,7 @@ static int run_once(struct pg *pg, struct run *ru)
 			err = fail_class(pg, r);
 		PQclear(r);
 	}
+	drop_notifications(pg);
 	if (err != PG_OK || rc != PG_OK) {
 		PQclear(ru->result);
 		ru->result = NULL;

@@ -46,6 +46,10 @@ struct pg;
 struct pg *pg_new(const char *url, long statement_timeout_ms, const char *app_name);
 void pg_free(struct pg *pg);
 
+/* A connection that LISTENs keeps the notifications it receives for the
+ * caller (PQnotifies); any other drops them after each statement. */
+void pg_set_listening(struct pg *pg, bool on);
+
 /* Change the statement deadline (0 = none); returns the previous one. */
 long pg_set_timeout(struct pg *pg, long ms);
 

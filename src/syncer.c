@@ -202,6 +202,7 @@ int syncer_run(const struct conf *conf)
 		log_error("syncer: out of memory");
 		goto out;
 	}
+	pg_set_listening(lpg, true);
 	cache_listener_state(c, false, false);
 	log_info("syncer: started");
 	while (!stop) {
