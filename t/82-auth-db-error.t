@@ -2,7 +2,7 @@
 # Database errors while checking a credential (CONTRACT §6): 500 or 503,
 # never 401; and a credential that PostgreSQL says is revoked is dropped
 # from the cache, so it is not trusted again when the cache becomes
-# coherent again.
+# coherent again. And one failure repeating is not logged 100 times.
 use strict;
 use warnings;
 use Test::More;
@@ -78,6 +78,23 @@ subtest 'a revoked credential is dropped from the cache when PostgreSQL says so'
 	ok(defined within(5, sub { listener_connected($S->{url}) }), 'listener connected again');
 	$r = req(GET => '/api/admin/storage/stats', bearer => $t);
 	is($r->{status}, 401, 'still 401 once the cache is trusted again') or diag show($r);
+};
+
+subtest 'one failure repeating is logged a few times, then counted' => sub {
+	sql('ALTER TABLE storage_entries RENAME TO storage_gone');
+	my %status;
+	$status{ req(PUT => "/api/storage/flood$_", json => { data => $_ })->{status} }++ for 1 .. 100;
+	sql('ALTER TABLE storage_gone RENAME TO storage_entries');
+	is_deeply([keys %status], ['500'], '100 failing PUTs (500)') or diag explain \%status;
+	my $log = $S->{pool}->log_text;
+	my $lines = () = $log =~ /relation "storage_entries" does not exist/g;
+	cmp_ok($lines, '<=', 2 * 10, "the error is in the log $lines times, not 100 (2 workers, 10 each)");
+	cmp_ok($lines, '>=', 1, 'but it is there');
+	# once the 10 s window is over, each worker says how many it dropped
+	sleep 10.5;
+	req(GET => '/api/storage/flood-after') for 1 .. 6;
+	my @dropped = $S->{pool}->log_text =~ /log: (\d+) more messages like "[^"]*" dropped/g;
+	ok(@dropped, 'the log says how many were dropped: ' . join(', ', @dropped)) or diag $S->{pool}->log_text;
 };
 
 done_testing();
