@@ -1,8 +1,8 @@
 #!/usr/bin/perl
 # A connection that PostgreSQL closed while idle costs no request
 # (CONTRACT §6): after pg_terminate_backend of every idle connection, and
-# with idle_session_timeout = 1s, sequential PUTs all succeed, and each
-# runs exactly once. Also through PgBouncer, whose server connections are
+# with idle_session_timeout = 1s, and after a restart of PostgreSQL,
+# sequential PUTs all succeed, and each runs exactly once. Also through PgBouncer, whose server connections are
 # terminated the same way.
 use strict;
 use warnings;
@@ -87,6 +87,16 @@ subtest 'idle_session_timeout = 1s' => sub {
 	is($r->{status}, 200, 'reads too') or diag show($r);
 	sql(q{ALTER SYSTEM RESET idle_session_timeout});
 	sql(q{SELECT pg_reload_conf()});
+};
+
+subtest 'PostgreSQL restarted while the pool is idle, then 20 PUTs' => sub {
+	for (1 .. 6) { req(PUT => '/api/storage/warm', json => { data => 1 }) }
+	$PG->stop('fast');
+	$PG->start;
+	my @bad = puts('restart', 20);
+	is(scalar @bad, 0, 'all 20 PUTs succeed') or diag join("\n", @bad);
+	is(sql(q{SELECT count(*) FROM storage_entries WHERE key LIKE 'restart/%'}), 20, '20 rows');
+	ok(within(10, sub { listener_connected() }), 'the listener is back');
 };
 
 subtest 'through PgBouncer: its server connections terminated' => sub {
