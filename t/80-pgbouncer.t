@@ -33,6 +33,11 @@ migrate($CONF_B);
 my $CONF_A = write_conf('database.url' => $BOUNCER->url, 'database.listen_url' => $PG->url,
 	'database.query_url' => $BOUNCER->url('bloqr_query'));
 api_setup(pg => $PG, conf => $CONF_B);
+# migrate holds a session advisory lock across transactions: with url on
+# the pooler it runs on listen_url
+ok(eval { migrate($CONF_A); 1 }, 'bloqr-admin migrate with url on the pooler (runs on listen_url)') or diag $@;
+is($BOUNCER->psql(q{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'}), "0\n",
+	'no advisory lock left behind');
 
 my (undef) = mkuser('admin@t70.test', role => 'admin') // BAIL_OUT('no admin');
 my $ADMIN = mktoken('admin@t70.test') // BAIL_OUT('no token');
