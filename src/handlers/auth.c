@@ -2,13 +2,13 @@
  * and the dashboard's Better Auth shaped twins (CONTRACT §7):
  * POST /api/auth/sign-in/email and GET /api/auth/get-session. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "auth.h"
 #include "handlers/handlers.h"
 #include "jsonx.h"
 #include "log.h"
-#include "pg.h"
 #include "users.h"
 #include "worker.h"
 
@@ -27,11 +27,12 @@ static void set_cookie(struct app *app, struct http_response *res, const char *t
  * client expects of /sign-in/email. */
 static void sign_in(struct app *app, struct http_request *req, struct http_response *res, bool better_auth)
 {
+	const struct store st = h_store(app, req);
 	struct json_object *body, *out = NULL, *user = NULL;
-	const char *email, *password, *hash;
+	const char *email, *password;
 	char err[256], token[AUTH_TOKEN_LEN + 1], retry[24];
-	PGresult *r = NULL;
-	bool locked, ok;
+	struct user u = { 0 };
+	enum auth_signin outcome;
 	long retry_after;
 	int rc;
 
@@ -50,54 +51,28 @@ static void sign_in(struct app *app, struct http_request *req, struct http_respo
 		goto out;
 	}
 
-	/* One transaction: the per-email lock makes check-verify-record atomic
-	 * across workers and hosts. */
-	if ((rc = pg_begin(app->pg)) != PG_OK ||
-	    (rc = auth_signin_lock(app->pg, email)) != PG_OK ||
-	    (rc = auth_attempts_check(app->pg, email, req->remote_addr, &locked, &retry_after)) != PG_OK)
-		goto db_fail;
-	if (locked) {
-		pg_rollback(app->pg);
+	rc = auth_sign_in(&st, email, password, http_param(req, "HTTP_USER_AGENT"), &u, token, &outcome, &retry_after);
+	if (rc != BLOQR_OK) {
+		h_error(res, rc);
+		goto out;
+	}
+	switch (outcome) {
+	case AUTH_SIGNIN_OK:
+		break;
+	case AUTH_SIGNIN_LOCKED:
 		snprintf(retry, sizeof retry, "%ld", retry_after);
 		http_error(res, 429, "Too many failed sign-in attempts; try again later");
 		http_header(res, "Retry-After", retry);
 		goto out;
-	}
-	if ((rc = users_signin_lookup(app->pg, email, &r)) != PG_OK)
-		goto db_fail;
-	hash = PQntuples(r) == 1 && !PQgetisnull(r, 0, USERS_NCOLUMNS) ? PQgetvalue(r, 0, USERS_NCOLUMNS) : NULL;
-	if (hash)
-		ok = auth_password_verify(hash, password);
-	else {
-		auth_password_dummy(password);
-		ok = false;
-	}
-	if (!ok) {
-		if ((rc = auth_attempt_record(app->pg, email, req->remote_addr, false)) != PG_OK ||
-		    (rc = pg_commit(app->pg)) != PG_OK)
-			goto db_fail;
+	case AUTH_SIGNIN_BANNED:
+		http_error(res, 403, "This account is banned");
+		goto out;
+	default:
 		http_error(res, 401, bad_credentials);
 		goto out;
 	}
-	if (PQgetvalue(r, 0, USERS_NCOLUMNS + 1)[0] == 't') {
-		pg_rollback(app->pg);
-		http_error(res, 403, "This account is banned");
-		goto out;
-	}
-	rc = auth_credential_create(app->pg, PQgetvalue(r, 0, 0), AUTH_KIND_SESSION, AUTH_SESSION_TTL_S,
-	    NULL, req->remote_addr, http_param(req, "HTTP_USER_AGENT"), token);
-	if (rc == PG_EINPUT) {
-		/* Banned between the lookup and the insert. */
-		pg_rollback(app->pg);
-		http_error(res, 403, "This account is banned");
-		goto out;
-	}
-	if (rc != PG_OK || (rc = auth_attempt_record(app->pg, email, req->remote_addr, true)) != PG_OK ||
-	    (rc = pg_commit(app->pg)) != PG_OK)
-		goto db_fail;
-
 	out = h_success();
-	user = users_to_json(r, 0);
+	user = users_to_json(&u);
 	if (out == NULL || user == NULL) {
 		json_object_put(user);
 		json_object_put(out);
@@ -113,13 +88,9 @@ static void sign_in(struct app *app, struct http_request *req, struct http_respo
 	set_cookie(app, res, token, AUTH_SESSION_TTL_S);
 	res->cache_control = "no-store";
 	h_json(res, 200, out);
-	goto out;
-db_fail:
-	pg_rollback(app->pg);
-	h_pg_error(res, rc);
 out:
 	sodium_memzero(token, sizeof token);
-	PQclear(r);
+	users_free(&u);
 	json_object_put(body);
 }
 
@@ -143,8 +114,8 @@ void h_sign_out(struct app *app, struct http_request *req, struct http_response 
 	int rc;
 
 	(void)req; (void)m;
-	if ((rc = auth_credential_revoke(app->pg, &app->who)) != PG_OK) {
-		h_pg_error(res, rc);
+	if ((rc = auth_credential_revoke(app->pg, &app->who)) != BLOQR_OK) {
+		h_error(res, rc);
 		return;
 	}
 	auth_forget(app->cache, &app->who);
@@ -157,22 +128,21 @@ void h_session(struct app *app, struct http_request *req, struct http_response *
     const struct route_match *m)
 {
 	struct json_object *out, *user;
-	PGresult *r = NULL;
+	struct user u;
 	int rc;
 
 	(void)req; (void)m;
-	if ((rc = users_get(app->pg, app->who.user_id, &r)) != PG_OK) {
-		h_pg_error(res, rc);
-		return;
-	}
-	if (PQntuples(r) != 1) {
-		PQclear(r);
+	if ((rc = users_get(app->pg, app->who.user_id, &u)) == BLOQR_ENOTFOUND) {
 		http_error(res, 401, "Invalid or expired credentials");
 		return;
 	}
+	if (rc != BLOQR_OK) {
+		h_error(res, rc);
+		return;
+	}
 	out = h_success();
-	user = users_to_json(r, 0);
-	PQclear(r);
+	user = users_to_json(&u);
+	users_free(&u);
 	if (out == NULL || user == NULL) {
 		json_object_put(user);
 		json_object_put(out);
@@ -219,8 +189,8 @@ void h_get_session(struct app *app, struct http_request *req, struct http_respon
 	char created[AUTH_TIME_LEN], expires[AUTH_TIME_LEN];
 	const char *tok;
 	enum auth_via via;
-	PGresult *r = NULL;
-	bool found;
+	struct user u;
+	bool found = false;
 	int rc;
 
 	(void)m;
@@ -241,19 +211,22 @@ void h_get_session(struct app *app, struct http_request *req, struct http_respon
 	}
 	if (app->who.banned)
 		goto signed_out;
-	if ((rc = users_get(app->pg, app->who.user_id, &r)) != PG_OK ||
-	    (rc = auth_credential_times(app->pg, &app->who, &found, created, expires)) != PG_OK) {
-		PQclear(r);
-		h_pg_error(res, rc);
+	rc = users_get(app->pg, app->who.user_id, &u);
+	if (rc == BLOQR_ENOTFOUND)
+		goto signed_out;
+	if (rc != BLOQR_OK || (rc = auth_credential_times(app->pg, &app->who, &found, created, expires)) != BLOQR_OK) {
+		if (rc != BLOQR_OK)
+			users_free(&u);
+		h_error(res, rc);
 		return;
 	}
-	if (PQntuples(r) != 1 || !found) {
-		PQclear(r);
+	if (!found) {
+		users_free(&u);
 		goto signed_out;
 	}
 	tok = auth_presented_token(req, &via);
-	full = users_to_json(r, 0);
-	PQclear(r);
+	full = users_to_json(&u);
+	users_free(&u);
 	if (full == NULL || (user = session_user(full)) == NULL || (out = json_object_new_object()) == NULL ||
 	    (sess = json_object_new_object()) == NULL)
 		goto oom;
