@@ -578,7 +578,10 @@ static int check_calls(struct run *R, const char *sql)
 	R->received = 0;
 	r = one_result(R);
 	R->recv_cap = 0;
-	if (r == NULL) {
+	if (r == NULL || R->timed_out) {
+		/* Past our deadline a cancel is on its way, whatever the answer
+		 * (a plan that came back anyway): the transaction is not to be
+		 * trusted for the check. */
 		if (R->too_big)
 			rc = refuse(R, "The statement's plan is too large to check (over %u MB)", QC_MAX_BYTES >> 20);
 		else
@@ -616,8 +619,12 @@ static int check_calls(struct run *R, const char *sql)
 		rc = R->timed_out ? refuse(R, "Query timed out after %ld ms", R->timeout_ms) : QC_EUNAVAIL;
 		goto out;
 	}
+	if (PQresultStatus(r) == PGRES_FATAL_ERROR) {
+		rc = R->timed_out ? refuse(R, "Query timed out after %ld ms", R->timeout_ms) : from_error(R, r);
+		goto out;
+	}
 	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-		log_error("query console: function check failed: %s", PQresultErrorMessage(r));
+		log_error("query console: the function check answered %s", PQresStatus(PQresultStatus(r)));
 		rc = QC_EUNAVAIL;
 		R->broken = true;
 		goto out;
