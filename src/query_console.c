@@ -542,6 +542,7 @@ static int add_name(void *ctx, const char *name, size_t n)
 static int check_calls(struct run *R, const char *sql)
 {
 	struct names_acc acc = { NULL, 0, false };
+	size_t plan_bytes = 0;
 	char word[16], *explain = NULL;
 	const char *params[2];
 	PGresult *r = NULL;
@@ -580,8 +581,9 @@ static int check_calls(struct run *R, const char *sql)
 	R->recv_cap = 0;
 	if (r == NULL || R->timed_out) {
 		/* Past our deadline a cancel is on its way, whatever the answer
-		 * (a plan that came back anyway): the transaction is not to be
-		 * trusted for the check. */
+		 * (a plan that came back anyway): neither the transaction nor
+		 * the connection (libpq may hold a huge buffer) is kept. */
+		R->broken = true;
 		if (R->too_big)
 			rc = refuse(R, "The statement's plan is too large to check (over %u MB)", QC_MAX_BYTES >> 20);
 		else
@@ -598,6 +600,16 @@ static int check_calls(struct run *R, const char *sql)
 			rc = run_ours(R, "ROLLBACK TO SAVEPOINT qc_check", NULL) == 0 ? QC_OK : QC_EUNAVAIL;
 		else
 			rc = from_error(R, r);
+		goto out;
+	}
+	for (int i = 0; i < PQntuples(r); i++)
+		plan_bytes += (size_t)PQgetlength(r, i, 0);
+	if (plan_bytes > QC_MAX_BYTES) {
+		/* It came faster than it could be counted (libpq reads all the
+		 * socket has in one go): refused all the same, and the
+		 * connection, whose buffer grew to hold it, dropped. */
+		R->broken = true;
+		rc = refuse(R, "The statement's plan is too large to check (over %u MB)", QC_MAX_BYTES >> 20);
 		goto out;
 	}
 	for (int i = 0; i < PQntuples(r) && !acc.full; i++)
@@ -675,6 +687,11 @@ static int execute(struct run *R, const char *sql, const PGresult *desc, char **
 			    PQnfields(r) != ncols) {
 				*truncated = true;
 				send_cancel(R);
+				/* libpq grew its buffer to hold a row this large and
+				 * never shrinks it: only a new connection gives the
+				 * memory back. */
+				if (row_bytes(r, ncols) > QC_MAX_BYTES / 8)
+					R->broken = true;
 				break;
 			}
 			{

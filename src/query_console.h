@@ -21,8 +21,9 @@
  *    cannot undo; EXPLAIN ANALYZE is refused;
  *  - rows fetched one at a time and at most QC_MAX_ROWS of them (then the
  *    statement is cancelled), and QC_MAX_BYTES of values: a row larger
- *    than that is cut off as it arrives and its connection dropped, so a
- *    huge result, or value, is never held;
+ *    than that is cut off as it arrives (or refused once whole, when it
+ *    came faster than it could be counted) and its connection dropped,
+ *    so no worker keeps a huge result, or value, past the request;
  *  - afterwards DISCARD ALL, so nothing a statement did to the session
  *    (a session advisory lock, a setting) outlives it; a connection in
  *    doubt is dropped instead. */
