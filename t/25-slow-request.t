@@ -57,6 +57,17 @@ sub trickler {
 	POSIX::_exit(0);
 }
 
+# Answered within 100 ms: the median and 13 of 15; none over 500 ms (a
+# loaded 2-core test machine may stall any one request now and then;
+# without the fix they all wait for the slow ones, and time out).
+sub latency_ok {
+	my @ms = sort { $a <=> $b } map { $_->[1] * 1000 } @_;
+	my $fast = grep { $_ < 100 } @ms;
+	cmp_ok($ms[$#ms / 2], '<', 100, sprintf('the median within 100 ms (%.0f ms)', $ms[$#ms / 2]));
+	cmp_ok($fast, '>=', @ms - 2, "  $fast of " . @ms . ' within 100 ms');
+	cmp_ok($ms[-1], '<', 500, sprintf('  the slowest within 500 ms (%.0f ms)', $ms[-1]));
+}
+
 sub health_times {
 	my ($n, $via) = @_;
 	my @t;
@@ -75,8 +86,7 @@ subtest 'raw FastCGI: two trickled bodies get 408, health answers meanwhile' => 
 	sleep 0.5;
 	my @t = health_times(15, sub { fcgi_request($addr, { REQUEST_URI => '/api/health' }, undef, timeout => 1) });
 	is(scalar(grep { $_->[0] == 200 } @t), 15, '15 health checks meanwhile: all 200');
-	my ($max) = sort { $b <=> $a } map { $_->[1] } @t;
-	cmp_ok($max, '<', 0.1, sprintf('each within 100 ms (slowest %.0f ms)', $max * 1000));
+	latency_ok(@t);
 	waitpid($_, 0) for @kids;
 	for my $i (1 .. 3) {
 		my ($line, $body) = split /\n/, do { local (@ARGV, $/) = ("$dir/trickle-$i"); <> } // '', 2;
@@ -117,8 +127,7 @@ subtest 'through Apache (mod_proxy_fcgi passes bodies on as they come)' => sub {
 	sleep 0.5;
 	my @t = health_times(15, sub { http(GET => "$web->{url}/api/health", timeout => 1) });
 	is(scalar(grep { $_->[0] == 200 } @t), 15, '15 health checks meanwhile: all 200');
-	my ($max) = sort { $b <=> $a } map { $_->[1] } @t;
-	cmp_ok($max, '<', 0.1, sprintf('each within 100 ms (slowest %.0f ms)', $max * 1000));
+	latency_ok(@t);
 	kill 'TERM', @kids;
 	waitpid($_, 0) for @kids;
 	$web->stop;
