@@ -536,6 +536,7 @@ void cache_listener_state(struct cache *c, bool connected, bool lost_pg)
 	char sql[200];
 	int64_t now = text_now_ms();
 
+	metrics_listener_state(connected, lost_pg);
 	if (!usable(c))
 		return;
 	if (connected)
