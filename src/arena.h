@@ -15,7 +15,6 @@ void arena_init(struct arena *a, size_t chunk_size);
 /* NULL when out of memory. Memory is 16-byte aligned and lives until reset. */
 void *arena_alloc(struct arena *a, size_t n);
 char *arena_strndup(struct arena *a, const char *s, size_t n);
-char *arena_strdup(struct arena *a, const char *s);
 void arena_reset(struct arena *a);
 void arena_free(struct arena *a);
 

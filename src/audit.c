@@ -5,38 +5,70 @@
 
 #include "jsonx.h"
 #include "pg.h"
+#include "store.h"
 
 static const struct pg_stmt st_insert = { "audit_insert",
 	"INSERT INTO admin_audit_log (actor_id, actor_email, action, target, request_id, ip_address, details) "
 	"VALUES ($1, (SELECT email FROM users WHERE id = $1::uuid), $2, $3, $4, $5, $6::jsonb)", 6, false };
 static const struct pg_stmt st_list = { "audit_list",
 	"SELECT id, actor_id, action, target, "
-	"  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), request_id, details "
+	"  " PG_ISO_TIME("created_at") ", request_id, details "
 	"FROM admin_audit_log WHERE ($1::text IS NULL OR action = $1) "
 	"ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3", 3, true };
 static const struct pg_stmt st_count = { "audit_count",
 	"SELECT count(*) FROM admin_audit_log WHERE ($1::text IS NULL OR action = $1)", 1, true };
 
-int audit_write(struct pg *pg, const char *actor_id, const char *action, const char *target,
-    const char *request_id, const char *ip, struct json_object *details)
+int audit_write(const struct store *s, const char *action, const char *target, struct json_object *details)
 {
-	const char *p[] = { actor_id && actor_id[0] ? actor_id : NULL, action, target, request_id,
-		ip && ip[0] ? ip : NULL, details ? jsonx_dump(details, NULL) : NULL };
+	const char *p[] = { s->actor_id && s->actor_id[0] ? s->actor_id : NULL, action, target, s->request_id,
+		s->ip && s->ip[0] ? s->ip : NULL, details ? jsonx_dump(details, NULL) : NULL };
 	int err;
-	PGresult *r = pg_query(pg, &st_insert, p, &err);
+	PGresult *r = pg_query(s->pg, &st_insert, p, &err);
 
 	PQclear(r);
 	return err;
 }
 
-int audit_list(struct pg *pg, const char *action, long limit, long offset, PGresult **rows, long *total)
+/* A page of rows as a JSON array of fn's objects. */
+static int page(struct pg *pg, const struct pg_stmt *count, const struct pg_stmt *list, const char *const *p,
+    struct json_object *(*fn)(const PGresult *, int), struct json_object **items, long *total)
+{
+	PGresult *r = NULL;
+	int err;
+
+	*items = NULL;
+	if ((err = pg_page(pg, count, list, p, &r, total)) != BLOQR_OK)
+		return err;
+	if ((*items = json_object_new_array()) == NULL)
+		goto oom;
+	for (int i = 0; i < PQntuples(r); i++) {
+		struct json_object *e = fn(r, i);
+		if (e == NULL || json_object_array_add(*items, e) < 0) {
+			json_object_put(e);
+			goto oom;
+		}
+	}
+	PQclear(r);
+	return BLOQR_OK;
+oom:
+	json_object_put(*items);
+	*items = NULL;
+	PQclear(r);
+	return BLOQR_ENOMEM;
+}
+
+static struct json_object *audit_to_json(const PGresult *r, int i);
+static struct json_object *audit_item_to_json(const PGresult *r, int i);
+
+int audit_list(struct pg *pg, const char *action, long limit, long offset, struct json_object **items,
+    long *total)
 {
 	char l[24], o[24];
 	const char *p[] = { action, l, o };
 
 	snprintf(l, sizeof l, "%ld", limit);
 	snprintf(o, sizeof o, "%ld", offset);
-	return pg_page(pg, &st_count, &st_list, p, rows, total);
+	return page(pg, &st_count, &st_list, p, audit_to_json, items, total);
 }
 
 static const char *val(const PGresult *r, int i, int c)
@@ -44,7 +76,7 @@ static const char *val(const PGresult *r, int i, int c)
 	return PQgetisnull(r, i, c) ? NULL : PQgetvalue(r, i, c);
 }
 
-struct json_object *audit_to_json(const PGresult *r, int i)
+static struct json_object *audit_to_json(const PGresult *r, int i)
 {
 	struct json_object *o = json_object_new_object(), *details = NULL;
 
@@ -93,18 +125,18 @@ static const struct pg_stmt st_items = { "audit_items",
 static const struct pg_stmt st_items_count = { "audit_items_count",
 	"SELECT count(*) FROM admin_audit_log " AUDIT_ITEM_WHERE, 6, true };
 
-int audit_items(struct pg *pg, const struct audit_filter *f, long limit, long offset, PGresult **rows,
-    long *total)
+int audit_items(struct pg *pg, const struct audit_filter *f, long limit, long offset,
+    struct json_object **items, long *total)
 {
 	char l[24], o[24];
 	const char *p[] = { f->actor_id, f->actor_email, f->action, f->resource_type, f->from, f->to, l, o };
 
 	snprintf(l, sizeof l, "%ld", limit);
 	snprintf(o, sizeof o, "%ld", offset);
-	return pg_page(pg, &st_items_count, &st_items, p, rows, total);
+	return page(pg, &st_items_count, &st_items, p, audit_item_to_json, items, total);
 }
 
-struct json_object *audit_item_to_json(const PGresult *r, int i)
+static struct json_object *audit_item_to_json(const PGresult *r, int i)
 {
 	static const char *const text[] = { NULL, "actor_id", "actor_email", "action", "resource_type",
 		"resource_id" };

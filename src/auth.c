@@ -311,7 +311,8 @@ int auth_credential_revoke(struct pg *pg, const struct principal *p)
 
 void auth_forget(struct cache *c, const struct principal *p)
 {
-	cache_deleted(c, CACHE_CREDENTIALS, p->token_hash);
+	if (cache_deleted(c, CACHE_CREDENTIALS, p->token_hash) != BLOQR_OK)
+		log_warn("auth: this host's cache could not drop a revoked credential at once");
 }
 
 static const struct pg_stmt st_signin_lock = { "auth_signin_lock",

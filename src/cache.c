@@ -904,11 +904,11 @@ static int snap_row(void *ctx, const PGresult *r, int i)
 	int rc;
 
 	if (cache_defs[sc->t]->row(r, i, &row) < 0)
-		return PG_EBUG;
+		return BLOQR_ENOMEM;
 	rc = put_row(sc->c, sc->t, &row, sc->now);
 	cache_row_free(&row);
 	if (rc < 0)
-		return -1;
+		return BLOQR_ECACHE;   /* never -1: pg_each would take it for "unavailable" */
 	sc->rows++;
 	return 0;
 }
@@ -925,26 +925,26 @@ static int snapshot_refresh(struct cache *c, struct pg *pg, int t, long *rows)
 	if (cache_defs[t] == NULL || cache_defs[t]->all == NULL)
 		return 0;
 	if (begin(c) < 0)
-		return -1;
+		return BLOQR_ECACHE;
 	sqlite3_reset(c->st[t][S_CLEAR]);
 	if (sqlite3_step(c->st[t][S_CLEAR]) != SQLITE_DONE) {
 		rc = sqlite3_errcode(c->db);
 		sqlite3_reset(c->st[t][S_CLEAR]);
 		rollback(c);
 		cache_fail(c, t, rc);
-		return -1;
+		return BLOQR_ECACHE;
 	}
 	sqlite3_reset(c->st[t][S_CLEAR]);
 	rc = pg_each(pg, cache_defs[t]->all, NULL, snap_row, &sc);
 	if (rc != PG_OK || c->db == NULL) {
 		rollback(c);
-		return rc != PG_OK ? rc : -1;
+		return rc != PG_OK ? rc : BLOQR_ECACHE;
 	}
 	snprintf(sql, sizeof sql, "UPDATE cache_tables SET complete = 1, synced_at = %lld, gen = gen + 1 "
 	    "WHERE name = '%s'", (long long)sc.now, table_names[t]);
 	if (exec(c, sql) < 0 || commit(c) < 0) {
 		rollback(c);
-		return -1;
+		return BLOQR_ECACHE;
 	}
 	if (rows)
 		*rows = sc.rows;
@@ -995,13 +995,12 @@ struct snap_read {
 	long limit;
 	struct buf *out;            /* list: rows appended here */
 	long *n;                    /* list: rows; count: the count */
-	cache_pg_list_fn pg_list;   /* one of these two */
-	cache_pg_count_fn pg_count;
+	bool list;                  /* a list (else a count) */
 };
 
 static int snap_sqlite(struct cache *c, int t, const struct snap_read *r)
 {
-	return r->pg_list ? list_sqlite(c, t, r->f, r->nf, r->limit, r->out, r->n)
+	return r->list ? list_sqlite(c, t, r->f, r->nf, r->limit, r->out, r->n)
 	    : count_sqlite(c, t, r->f, r->nf, r->n);
 }
 
@@ -1037,7 +1036,7 @@ static bool file_version(struct cache *c, unsigned char v[CACHE_MEMO_VERSION])
 static void memo_key(struct buf *k, int t, const struct snap_read *r)
 {
 	buf_reset(k);
-	buf_printf(k, "%d %c %ld", t, r->pg_list ? 'l' : 'c', r->limit);
+	buf_printf(k, "%d %c %ld", t, r->list ? 'l' : 'c', r->limit);
 	for (int i = 0; i < r->nf; i++) {
 		buf_append(k, "", 1);
 		buf_puts(k, r->f[i].col);
@@ -1087,7 +1086,12 @@ static int read_through_snapshot(struct cache *c, struct pg *pg, int t, const st
 		*how = CACHE_HIT;
 		return 0;
 	}
-	rc = r->pg_list ? r->pg_list(pg, r->f, r->nf, r->limit, r->out, r->n) : r->pg_count(pg, r->f, r->nf, r->n);
+	{
+		const struct cache_tabledef *d = cache_defs[t];
+		if (r->list ? d->pg_list == NULL : d->pg_count == NULL)
+			return BLOQR_EBUG;   /* a table that declares no such read */
+		rc = r->list ? d->pg_list(pg, r->f, r->nf, r->limit, r->out, r->n) : d->pg_count(pg, r->f, r->nf, r->n);
+	}
 	if (rc == PG_EUNAVAIL) {
 		if (r->out)
 			r->out->len = start;
@@ -1111,17 +1115,17 @@ static int read_through_snapshot(struct cache *c, struct pg *pg, int t, const st
 }
 
 int cache_list(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
-    long limit, cache_pg_list_fn pg_list, struct buf *out, long *count, enum cache_outcome *how)
+    long limit, struct buf *out, long *count, enum cache_outcome *how)
 {
-	const struct snap_read r = { f, nf, limit, out, count, pg_list, NULL };
+	const struct snap_read r = { f, nf, limit, out, count, true };
 
 	return read_through_snapshot(c, pg, t, &r, how);
 }
 
 int cache_count(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
-    cache_pg_count_fn pg_count, long *n, enum cache_outcome *how)
+    long *n, enum cache_outcome *how)
 {
-	const struct snap_read r = { f, nf, 0, NULL, n, NULL, pg_count };
+	const struct snap_read r = { f, nf, 0, NULL, n, false };
 
 	return read_through_snapshot(c, pg, t, &r, how);
 }
@@ -1148,9 +1152,9 @@ void cache_written(struct cache *c, enum cache_tbl t, const struct cache_row *ro
 int cache_deleted(struct cache *c, enum cache_tbl t, const char *key)
 {
 	if (!usable(c))
-		return c && c->path ? -1 : 0;
+		return c && c->path ? BLOQR_ECACHE : BLOQR_OK;
 	if (begin(c) < 0)
-		return -1;
+		return BLOQR_ECACHE;
 	if (key) {
 		/* A deleted row leaves a complete snapshot complete. */
 		if (del_row(c, t, key) < 0 || bump(c, t, true) < 0 ||
@@ -1166,10 +1170,10 @@ int cache_deleted(struct cache *c, enum cache_tbl t, const char *key)
 		if (bump(c, t, false) < 0 || (t == CACHE_CREDENTIALS && tombstone(c, "*") < 0))
 			goto fail;
 	}
-	return commit(c);
+	return commit(c) < 0 ? BLOQR_ECACHE : BLOQR_OK;
 fail:
 	rollback(c);
-	return -1;
+	return BLOQR_ECACHE;
 }
 
 /* ---- credentials ---- */
@@ -1382,17 +1386,17 @@ int cache_rebuild(struct cache *c, struct pg *pg, long rows[CACHE_NTABLES])
 	int rc;
 
 	if (!usable(c))
-		return -1;
+		return BLOQR_ECACHE;
 	for (int t = 0; t < CACHE_NTABLES; t++) {
 		rows[t] = 0;
-		if (cache_defs[t] && cache_defs[t]->all) {
-			if ((rc = snapshot_refresh(c, pg, t, &rows[t])) != 0)
-				return rc;
-		} else {
-			cache_deleted(c, t, NULL);
-		}
+		if (cache_defs[t] && cache_defs[t]->all)
+			rc = snapshot_refresh(c, pg, t, &rows[t]);
+		else
+			rc = cache_deleted(c, t, NULL);
+		if (rc != BLOQR_OK)
+			return rc;
 	}
-	return 0;
+	return BLOQR_OK;
 }
 
 long cache_invalidate(struct cache *c, enum cache_tbl t, const char *key)
@@ -1416,8 +1420,7 @@ long cache_invalidate(struct cache *c, enum cache_tbl t, const char *key)
 	if (sqlite3_step(s) == SQLITE_ROW)
 		n = (long)sqlite3_column_int64(s, 0);
 	sqlite3_reset(s);
-	cache_deleted(c, t, NULL);
-	return n;
+	return cache_deleted(c, t, NULL) == BLOQR_OK ? n : -1;
 }
 
 int cache_table_status(struct cache *c, enum cache_tbl t, struct cache_table_status *st)

@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "cache_migrate.h"
+#include "err.h"
 
 struct pg;
 struct cache;
@@ -49,22 +50,37 @@ struct cache_row {
 };
 void cache_row_free(struct cache_row *row);
 
-/* The PostgreSQL side of a cached table, supplied by its store module. */
+/* An equality filter for lists; value NULL means "any". */
+struct cache_filter {
+	const char *col;
+	const char *value;
+};
+
+/* The PostgreSQL side of a cached table, declared by its store module. */
 struct cache_tabledef {
 	const char *name;                   /* the table's name in PostgreSQL and SQLite */
 	const char *key_col;                /* SQLite key column */
 	const char *cols[CACHE_MAX_COLS + 1];  /* other SQLite columns, NULL-terminated */
 	const char *order_col;              /* lists: ORDER BY order_col DESC, key DESC */
 	const char *expires_col;            /* rows whose value (ISO time) is past read as absent; or NULL */
-	/* One row by key: 1 and *row filled, 0 when absent, or a negative pg_err. */
+	/* One row by key: 1 and *row filled, 0 when absent, or a negative bloqr_err. */
 	int (*fetch)(struct pg *pg, const char *key, struct cache_row *row);
 	/* Every row, for a snapshot: a statement without parameters and the
-	 * conversion of its row i (0, or -1 when out of memory; row left empty).
+	 * conversion of its row i (0, or BLOQR_ENOMEM; row left empty).
 	 * NULL: this table is cached per key only. The rows are streamed
 	 * (pg_each), so a table of any size takes no more memory than a row. */
 	const struct pg_stmt *all;
 	int (*row)(const PGresult *r, int i, struct cache_row *row);
+	/* Snapshot tables: the PostgreSQL side of cache_list (append the
+	 * matching rows' JSON texts, newest first as the cache orders them,
+	 * joined by ',', to out; set *count) and of cache_count (NULL: the
+	 * table is never counted). Equality filters name cached columns.
+	 * Return a bloqr_err. */
+	int (*pg_list)(struct pg *pg, const struct cache_filter *f, int nf, long limit,
+	    struct buf *out, long *count);
+	int (*pg_count)(struct pg *pg, const struct cache_filter *f, int nf, long *n);
 };
+
 /* The registry, indexed by enum cache_tbl (CACHE_CREDENTIALS: NULL). */
 extern const struct cache_tabledef *const cache_defs[CACHE_NTABLES];
 
@@ -90,29 +106,19 @@ int cache_probe(struct cache *c, double *latency_ms);
 int cache_get(struct cache *c, struct pg *pg, enum cache_tbl t, const char *key,
     char **body, enum cache_outcome *how);
 
-/* An equality filter for lists; value NULL means "any". */
-struct cache_filter {
-	const char *col;
-	const char *value;
-};
-
-/* The PostgreSQL side of a list: append the matching rows' JSON texts,
- * joined by ',', to out and set *count. Returns a pg_err. */
-typedef int (*cache_pg_list_fn)(struct pg *pg, const struct cache_filter *f, int nf, long limit,
-    struct buf *out, long *count);
-
 /* Read-through list: from the table's snapshot when it is complete, fresh
- * and coherent (HIT); else from pg_list (MISS/BYPASS), refreshing the
- * snapshot; PostgreSQL unreachable → the snapshot, however old (STALE).
- * Rows newest first (order_col DESC, key DESC), at most limit, appended to
- * out as JSON texts joined by ','. Returns 0 or a negative pg_err. */
+ * and coherent (HIT); else from the table's pg_list (MISS/BYPASS),
+ * refreshing the snapshot; PostgreSQL unreachable → the snapshot, however
+ * old (STALE). Rows newest first (order_col DESC, key DESC), at most limit,
+ * appended to out as JSON texts joined by ','. Returns 0 or a negative
+ * bloqr_err. */
 int cache_list(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
-    long limit, cache_pg_list_fn pg_list, struct buf *out, long *count, enum cache_outcome *how);
+    long limit, struct buf *out, long *count, enum cache_outcome *how) BLOQR_MUSTCHECK;
 
-/* Count rows matching f, through the snapshot like cache_list. */
-typedef int (*cache_pg_count_fn)(struct pg *pg, const struct cache_filter *f, int nf, long *n);
+/* Count rows matching f, through the snapshot like cache_list (the
+ * table's pg_count when PostgreSQL answers). */
 int cache_count(struct cache *c, struct pg *pg, enum cache_tbl t, const struct cache_filter *f, int nf,
-    cache_pg_count_fn pg_count, long *n, enum cache_outcome *how);
+    long *n, enum cache_outcome *how) BLOQR_MUSTCHECK;
 
 /* ---- writes (call after PostgreSQL has committed) ---- */
 
@@ -124,8 +130,9 @@ uint64_t cache_gen(struct cache *c, enum cache_tbl t);
  * drop the cached copy (lazy). Takes nothing; row stays the caller's. */
 void cache_written(struct cache *c, enum cache_tbl t, const struct cache_row *row, uint64_t gen);
 /* After a commit that deleted key (or key NULL: many rows of the table).
- * -1 when the cache could not be changed (it is then unusable). */
-int cache_deleted(struct cache *c, enum cache_tbl t, const char *key);
+ * BLOQR_ECACHE when the cache could not be changed (it is then unusable;
+ * the syncer's copy of the NOTIFY will drop the row). */
+int cache_deleted(struct cache *c, enum cache_tbl t, const char *key) BLOQR_MUSTCHECK;
 
 /* ---- credentials (CACHE_CREDENTIALS) ---- */
 struct cache_cred {
@@ -170,8 +177,10 @@ unsigned cache_file_generation(const struct cache *c);
  * check; mark every table incomplete and every row stale, drop credentials. */
 int cache_mark_all_stale(struct cache *c);
 /* Refill every table from PostgreSQL (snapshot tables whole, per-key
- * tables dropped). rows[t] gets the rows now cached. Returns a pg_err or -1. */
-int cache_rebuild(struct cache *c, struct pg *pg, long rows[CACHE_NTABLES]);
+ * tables dropped). rows[t] gets the rows now cached. Returns a bloqr_err:
+ * BLOQR_ECACHE when the cache file is unusable, BLOQR_EUNAVAIL when
+ * PostgreSQL is. */
+int cache_rebuild(struct cache *c, struct pg *pg, long rows[CACHE_NTABLES]) BLOQR_MUSTCHECK;
 /* Drop one row (key) or a whole table (key NULL). Returns rows dropped or -1. */
 long cache_invalidate(struct cache *c, enum cache_tbl t, const char *key);
 /* Compare every cached row with PostgreSQL; print differences to report

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "jsonx.h"
 #include "log.h"
 #include "pg.h"
@@ -18,12 +19,10 @@
 
 /* ---------------------------------------------------------------- SQL -- */
 
-#define ISO_TIME(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 /* Every statement that yields deployments selects exactly these. */
 #define DEPLOY_COLUMNS \
 	"d.id, d.version, d.build_number, d.full_version, d.git_commit, d.git_branch, " \
-	ISO_TIME("d.deployed_at") ", d.deployed_by, d.status, d.deployment_duration, " \
+	PG_ISO_TIME("d.deployed_at") ", d.deployed_by, d.status, d.deployment_duration, " \
 	"d.workflow_run_id, d.workflow_run_url, d.metadata::text"
 enum { C_ID = 0, C_VERSION, C_BUILD, C_FULL, C_COMMIT, C_BRANCH, C_AT, C_BY, C_STATUS,
 	C_DURATION, C_RUN_ID, C_RUN_URL, C_META };
@@ -39,7 +38,7 @@ enum { C_ID = 0, C_VERSION, C_BUILD, C_FULL, C_COMMIT, C_BRANCH, C_AT, C_BY, C_S
 #define DEPLOY_FILTER \
 	"WHERE ($1::text IS NULL OR d.full_version = $1) AND ($2::text IS NULL OR d.version = $2) " \
 	"  AND ($3::text IS NULL OR d.status = $3) AND ($4::text IS NULL OR d.git_branch = $4) " \
-	"  AND ($5::text IS NULL OR " ISO_TIME("d.deployed_at") " = $5) "
+	"  AND ($5::text IS NULL OR " PG_ISO_TIME("d.deployed_at") " = $5) "
 #define DEPLOY_NFILTERS 5
 
 static const struct pg_stmt st_get = { "deploy_get",
@@ -205,6 +204,10 @@ static int fetch_one(struct pg *pg, const char *key, struct cache_row *row)
 	return found;
 }
 
+static int pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
+    struct buf *out, long *count);
+static int pg_count(struct pg *pg, const struct cache_filter *f, int nf, long *n);
+
 const struct cache_tabledef deployments_cache_def = {
 	.name = "deployment_history",
 	.key_col = "id",
@@ -214,6 +217,8 @@ const struct cache_tabledef deployments_cache_def = {
 	.fetch = fetch_one,
 	.all = &st_all,
 	.row = row_from,
+	.pg_list = pg_list,
+	.pg_count = pg_count,
 };
 
 /* The statement parameters for filters f: p[k] for cached column k. A
@@ -242,7 +247,7 @@ static int filter_params(const struct cache_filter *f, int nf, const char *p[DEP
 	return 0;
 }
 
-int deployments_pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
+static int pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
     struct buf *out, long *count)
 {
 	const char *p[DEPLOY_NFILTERS + 1];
@@ -273,7 +278,7 @@ int deployments_pg_list(struct pg *pg, const struct cache_filter *f, int nf, lon
 	return PG_OK;
 }
 
-int deployments_pg_count(struct pg *pg, const struct cache_filter *f, int nf, long *n)
+static int pg_count(struct pg *pg, const struct cache_filter *f, int nf, long *n)
 {
 	const char *p[DEPLOY_NFILTERS];
 	PGresult *r;
@@ -292,46 +297,89 @@ int deployments_pg_count(struct pg *pg, const struct cache_filter *f, int nf, lo
 	return PG_OK;
 }
 
+/* -------------------------------------------------------------- reads -- */
+
+int deployments_list(const struct store *s, const char *version, const char *status, const char *branch,
+    long limit, struct buf *out, long *n, enum cache_outcome *how)
+{
+	const struct cache_filter f[] = { { "version", version }, { "status", status }, { "git_branch", branch } };
+
+	return cache_list(s->cache, s->pg, CACHE_DEPLOYMENTS, f, 3, limit, out, n, how);
+}
+
+int deployments_count(const struct store *s, const char *status, long *n, enum cache_outcome *how)
+{
+	const struct cache_filter f[] = { { "status", status } };
+
+	return cache_count(s->cache, s->pg, CACHE_DEPLOYMENTS, f, 1, n, how);
+}
+
+int deployments_latest(const struct store *s, struct buf *out, long *found, enum cache_outcome *how)
+{
+	const struct cache_filter f[] = { { "status", "success" } };
+
+	return cache_list(s->cache, s->pg, CACHE_DEPLOYMENTS, f, 1, 1, out, found, how);
+}
+
 /* ------------------------------------------------------------- writes -- */
 
-/* After the change: row_out from r, in_tx, commit. Takes r. */
-static int finish_tx(struct pg *pg, PGresult *r, deployments_tx_fn in_tx, void *ctx,
+/* The audit row of a change, in its transaction. */
+static int audit(const struct store *s, const char *action, const struct cache_row *row)
+{
+	struct json_object *details = json_object_new_object();
+	int rc;
+
+	if (details == NULL || jsonx_add_str(details, "id", row->key) < 0 ||
+	    jsonx_add_str(details, "status", row->cols[DEPLOY_COL_STATUS]) < 0 ||
+	    (s->request_id == NULL && jsonx_add_str(details, "via", "bloqr-admin") < 0)) {
+		json_object_put(details);
+		return BLOQR_ENOMEM;
+	}
+	rc = audit_write(s, action, row->cols[DEPLOY_COL_FULL_VERSION], details);
+	json_object_put(details);
+	return rc;
+}
+
+/* After the change: row_out from r, the audit row, commit, then the cache
+ * (with the generation read before the transaction began: an invalidation
+ * in between makes the cache drop the row rather than store what may be
+ * old). Takes r. */
+static int finish_tx(const struct store *s, PGresult *r, const char *action, uint64_t gen,
     struct cache_row *row_out)
 {
 	int err;
 
 	if (row_from(r, 0, row_out) < 0) {
-		err = PG_EBUG;
+		err = BLOQR_ENOMEM;
 		goto fail;
 	}
 	PQclear(r);
 	r = NULL;
-	if (in_tx && (err = in_tx(pg, row_out, ctx)) != PG_OK)
+	if ((err = audit(s, action, row_out)) != BLOQR_OK || (err = pg_commit(s->pg)) != BLOQR_OK)
 		goto fail;
-	if ((err = pg_commit(pg)) != PG_OK)
-		goto fail;
-	return PG_OK;
+	cache_written(s->cache, CACHE_DEPLOYMENTS, row_out, gen);
+	return BLOQR_OK;
 fail:
 	PQclear(r);
-	pg_rollback(pg);
+	pg_rollback(s->pg);
 	cache_row_free(row_out);
 	memset(row_out, 0, sizeof *row_out);
 	return err;
 }
 
-int deployments_record(struct pg *pg, const struct deployment_in *in, deployments_tx_fn in_tx,
-    void *ctx, struct cache_row *row_out)
+int deployments_record(const struct store *s, const struct deployment_in *in, struct cache_row *row_out)
 {
+	uint64_t gen = cache_gen(s->cache, CACHE_DEPLOYMENTS);
 	char build[24], dur[24];
 	PGresult *r = NULL;
 	int err;
 
 	memset(row_out, 0, sizeof *row_out);
-	if ((err = pg_begin(pg)) != PG_OK)
+	if ((err = pg_begin(s->pg)) != BLOQR_OK)
 		return err;
 	{
 		const char *p[] = { in->version };
-		if ((r = pg_query(pg, &st_next_build, p, &err)) == NULL)
+		if ((r = pg_query(s->pg, &st_next_build, p, &err)) == NULL)
 			goto fail;
 	}
 	snprintf(build, sizeof build, "%s", PQgetvalue(r, 0, 0));
@@ -340,34 +388,33 @@ int deployments_record(struct pg *pg, const struct deployment_in *in, deployment
 	{
 		const char *p[] = { in->version, build, in->git_commit, in->git_branch, in->deployed_by,
 			in->status, in->duration_ms >= 0 ? dur : NULL, in->run_id, in->run_url, in->metadata };
-		if ((r = pg_query(pg, &st_insert, p, &err)) == NULL)
+		if ((r = pg_query(s->pg, &st_insert, p, &err)) == NULL)
 			goto fail;
 	}
-	return finish_tx(pg, r, in_tx, ctx, row_out);
+	return finish_tx(s, r, "deployment.create", gen, row_out);
 fail:
-	pg_rollback(pg);
+	pg_rollback(s->pg);
 	return err;
 }
 
-int deployments_rollback(struct pg *pg, const char *full_version, deployments_tx_fn in_tx,
-    void *ctx, struct cache_row *row_out)
+int deployments_rollback(const struct store *s, const char *full_version, struct cache_row *row_out)
 {
+	uint64_t gen = cache_gen(s->cache, CACHE_DEPLOYMENTS);
 	const char *p[] = { full_version };
 	PGresult *r;
 	int err;
 
 	memset(row_out, 0, sizeof *row_out);
-	if ((err = pg_begin(pg)) != PG_OK)
+	if ((err = pg_begin(s->pg)) != BLOQR_OK)
 		return err;
-	if ((r = pg_query(pg, &st_rollback, p, &err)) == NULL) {
-		pg_rollback(pg);
+	if ((r = pg_query(s->pg, &st_rollback, p, &err)) == NULL) {
+		pg_rollback(s->pg);
 		return err;
 	}
 	if (PQntuples(r) == 0) {
 		PQclear(r);
-		pg_rollback(pg);
-		return 0;
+		pg_rollback(s->pg);
+		return BLOQR_ENOTFOUND;
 	}
-	err = finish_tx(pg, r, in_tx, ctx, row_out);
-	return err == PG_OK ? 1 : err;
+	return finish_tx(s, r, "deployment.rollback", gen, row_out);
 }

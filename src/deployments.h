@@ -7,7 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "buf.h"
 #include "cache.h"
+#include "store.h"
 
 struct pg;
 
@@ -50,30 +52,37 @@ struct deployment_in {
 	const char *metadata;       /* JSON text, or NULL */
 };
 
-/* Called inside the recording transaction after the change, before the
- * commit (to write the audit row with it). Returns a pg_err; anything but
- * PG_OK rolls the whole transaction back. */
-typedef int (*deployments_tx_fn)(struct pg *pg, const struct cache_row *row, void *ctx);
+/* ---- reads, through the L1 cache (*how: HIT, MISS, STALE or BYPASS) ---- */
 
-/* Record a deployment in one transaction: take the next build number for
- * its version from deployment_counter (an UPSERT, so concurrent callers
- * never share one), insert the row, run in_tx (may be NULL), commit. On
- * PG_OK *row_out holds the new row (caller frees with cache_row_free);
- * otherwise it is empty and nothing was written. Returns a pg_err. */
-int deployments_record(struct pg *pg, const struct deployment_in *in, deployments_tx_fn in_tx,
-    void *ctx, struct cache_row *row_out);
+/* The history, newest first: at most limit deployments matching the
+ * filters (NULL = any), as API objects joined by ',' appended to out;
+ * *n gets how many. Returns a bloqr_err. */
+int deployments_list(const struct store *s, const char *version, const char *status, const char *branch,
+    long limit, struct buf *out, long *n, enum cache_outcome *how) BLOQR_MUSTCHECK;
+/* How many deployments have status (NULL: all). */
+int deployments_count(const struct store *s, const char *status, long *n, enum cache_outcome *how)
+	BLOQR_MUSTCHECK;
+/* The latest successful deployment's object into out; *found 0 when none. */
+int deployments_latest(const struct store *s, struct buf *out, long *found, enum cache_outcome *how)
+	BLOQR_MUSTCHECK;
 
-/* Mark the deployment full_version as rolled back, in one transaction with
- * in_tx as above. Returns 1 with *row_out filled, 0 when no deployment has
- * that full version (nothing changed), or a negative pg_err. */
-int deployments_rollback(struct pg *pg, const char *full_version, deployments_tx_fn in_tx,
-    void *ctx, struct cache_row *row_out);
+/* ---- writes: one transaction each, with its audit row (actor, request
+ * and address from s; "via": "bloqr-admin" outside a request), then the
+ * committed row is handed to s->cache (NULL: no cache) ---- */
 
-/* The PostgreSQL side of cache_list / cache_count (cache_pg_list_fn,
- * cache_pg_count_fn): equality filters on the cached column names, rows
- * newest first exactly as the cache orders them. */
-int deployments_pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
-    struct buf *out, long *count);
-int deployments_pg_count(struct pg *pg, const struct cache_filter *f, int nf, long *n);
+/* Record a deployment: take the next build number for its version from
+ * deployment_counter (an UPSERT, so concurrent callers never share one),
+ * insert the row, audit, commit. On BLOQR_OK *row_out holds the new row
+ * (caller frees with cache_row_free); otherwise it is empty and nothing
+ * was written. BLOQR_ECONFLICT: the full version exists already. */
+int deployments_record(const struct store *s, const struct deployment_in *in, struct cache_row *row_out)
+	BLOQR_MUSTCHECK;
+
+/* Mark the deployment full_version as rolled back, audited, in one
+ * transaction. BLOQR_OK with *row_out filled, BLOQR_ENOTFOUND when no
+ * deployment has that full version (nothing changed), or another
+ * bloqr_err. */
+int deployments_rollback(const struct store *s, const char *full_version, struct cache_row *row_out)
+	BLOQR_MUSTCHECK;
 
 #endif

@@ -455,3 +455,131 @@ void jsonx_buf_raw(struct buf *b, const char *s)
 {
 	buf_puts(b, s ? s : "null");
 }
+
+/* ---- the raw text of a member ---- */
+
+static size_t raw_skip_ws(const char *s, size_t n, size_t i)
+{
+	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+		i++;
+	return i;
+}
+
+/* Skip the JSON string starting at s[i] == '"'; returns the index after it. */
+static size_t raw_skip_string(const char *s, size_t n, size_t i)
+{
+	for (i++; i < n; i++) {
+		if (s[i] == '\\')
+			i++;
+		else if (s[i] == '"')
+			return i + 1;
+	}
+	return n;
+}
+
+/* Skip the JSON value starting at s[i]; returns the index after it. */
+static size_t raw_skip_value(const char *s, size_t n, size_t i)
+{
+	int depth = 0;
+
+	do {
+		if (i >= n)
+			return n;
+		if (s[i] == '"') {
+			i = raw_skip_string(s, n, i);
+		} else if (s[i] == '{' || s[i] == '[') {
+			depth++;
+			i++;
+		} else if (s[i] == '}' || s[i] == ']') {
+			depth--;
+			i++;
+		} else if (depth == 0) {
+			/* a number or literal: up to the next delimiter */
+			while (i < n && s[i] && !strchr(",}] \t\r\n", s[i]))
+				i++;
+		} else {
+			i++;
+		}
+	} while (depth > 0);
+	return i;
+}
+
+static int raw_hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+	    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Whether the JSON string body s[0..n) (between the quotes) decodes to
+ * the ASCII name; escapes are honoured ("\u0064ata" is "data"). */
+static bool raw_name_is(const char *s, size_t n, const char *name)
+{
+	size_t i = 0;
+
+	for (; i < n; name++) {
+		int c = (unsigned char)s[i++];
+
+		if (c == '\\' && i < n) {
+			c = s[i++];
+			switch (c) {
+			case 'b': c = '\b'; break;
+			case 'f': c = '\f'; break;
+			case 'n': c = '\n'; break;
+			case 'r': c = '\r'; break;
+			case 't': c = '\t'; break;
+			case 'u':
+				if (i + 4 > n)
+					return false;
+				c = 0;
+				for (int k = 0; k < 4; k++)
+					c = c * 16 + raw_hexval(s[i++]);
+				break;
+			default: break;   /* \" \\ \/ stand for themselves */
+			}
+		}
+		if (*name == '\0' || c != (unsigned char)*name)
+			return false;
+	}
+	return *name == '\0';
+}
+
+/* See jsonx.h. The text has passed the strict scan, so this only walks
+ * it: strings, nesting and member separators, never validating again. */
+bool jsonx_raw_member(const char *s, size_t n, const char *name, size_t *off, size_t *len)
+{
+	bool found = false;
+	size_t i = 0;
+
+	i = raw_skip_ws(s, n, i);
+	if (i >= n || s[i] != '{')
+		return false;
+	i++;
+	for (;;) {
+		size_t k0, k1, v0;
+
+		i = raw_skip_ws(s, n, i);
+		if (i >= n || s[i] != '"')
+			break;   /* '}' of an empty object */
+		k0 = i + 1;
+		i = raw_skip_string(s, n, i);
+		k1 = i - 1;
+		i = raw_skip_ws(s, n, i);
+		if (i >= n || s[i] != ':')
+			break;
+		i++;
+		i = raw_skip_ws(s, n, i);
+		v0 = i;
+		i = raw_skip_value(s, n, i);
+		if (raw_name_is(s + k0, k1 - k0, name)) {
+			*off = v0;
+			*len = i - v0;
+			found = true;
+		}
+		i = raw_skip_ws(s, n, i);
+		if (i >= n || s[i] != ',')
+			break;
+		i++;
+	}
+	return found;
+}
+

@@ -30,6 +30,14 @@ int jsonx_get_int(struct json_object *obj, const char *field, long long min, lon
     long long *out, char *err, size_t errlen);
 int jsonx_get_bool(struct json_object *obj, const char *field, bool *out, char *err, size_t errlen);
 
+/* The exact text of the top-level member `name` of the JSON object
+ * s[0..n), which jsonx_parse_object has already validated: s[*off..+*len).
+ * json-c would print the value again in its own way (1.50 as 1.5, escapes,
+ * spacing); this keeps a value as the client wrote it. Member names are
+ * compared after unescaping ("\u0064ata" is "data"); like json-c, the last
+ * of duplicate members wins. False when absent. */
+bool jsonx_raw_member(const char *s, size_t n, const char *name, size_t *off, size_t *len);
+
 /* Serialize compactly, with '/' left unescaped. The string is owned by obj. */
 const char *jsonx_dump(struct json_object *obj, size_t *len);
 

@@ -7,6 +7,8 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
+#include "err.h"
+
 /* A statement owned by the module whose table it touches: a static const
  * object, prepared on first use under `name` and again after a reconnect.
  * `retry` marks statements safe to run twice (reads): when the connection is
@@ -18,12 +20,13 @@ struct pg_stmt {
 	bool retry;
 };
 
+/* The database's errors are the library's (err.h), under these names. */
 enum pg_err {
-	PG_OK = 0,
-	PG_EUNAVAIL = -1,   /* server unreachable, restarting, timed out: 503 */
-	PG_EINPUT = -2,     /* the data was refused (check constraint, bad value): 400 */
-	PG_ECONFLICT = -3,  /* unique violation: 409 */
-	PG_EBUG = -4,       /* anything else: 500, logged */
+	PG_OK = BLOQR_OK,
+	PG_EUNAVAIL = BLOQR_EUNAVAIL,   /* server unreachable, restarting, timed out: 503 */
+	PG_EINPUT = BLOQR_EINPUT,       /* the data was refused (check constraint, bad value): 400 */
+	PG_ECONFLICT = BLOQR_ECONFLICT, /* unique violation: 409 */
+	PG_EBUG = BLOQR_EBUG,           /* anything else: 500, logged */
 };
 
 struct pg;

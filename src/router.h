@@ -24,7 +24,6 @@ enum route_flags {
 	ROUTE_PUBLIC = 0,        /* no credentials needed */
 	ROUTE_AUTH = 1 << 0,     /* any signed-in user */
 	ROUTE_ADMIN = 1 << 1,    /* role admin */
-	ROUTE_BODY = 1 << 2,     /* reads a JSON object body */
 	ROUTE_CACHED = 1 << 3,   /* a read of cached data: may run on stale credentials (§5.5) */
 	ROUTE_SIGNIN = 1 << 4,   /* a sign-in: CSRF guard without a cookie, JSON body only (§3) */
 	ROUTE_ALIAS = 1 << 5,    /* a second path for another route: left out of GET /api */

@@ -11,7 +11,7 @@
 
 /* Times as the API and the cache show them: fixed-width ISO-8601 UTC with
  * milliseconds, so the cache can compare them as text. */
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+#define TS(col) PG_ISO_TIME(col)
 
 /* ---------------------------------------------------------- statements -- */
 
@@ -259,6 +259,9 @@ const struct cache_tabledef filters_cache_def = {
 	.fetch = filters_fetch,
 };
 
+static int compilations_pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
+    struct buf *out, long *count);
+
 const struct cache_tabledef compilations_cache_def = {
 	.name = "compilation_metadata",
 	.key_col = "id",
@@ -268,6 +271,7 @@ const struct cache_tabledef compilations_cache_def = {
 	.fetch = compilations_fetch,
 	.all = &st_compilation_all,
 	.row = compilation_snapshot_row,
+	.pg_list = compilations_pg_list,
 };
 
 /* ------------------------------------------------------------ writes -- */
@@ -311,15 +315,32 @@ static int upsert(struct pg *pg, const struct pg_stmt *st, const char *const *p,
 	return err;
 }
 
-int storage_put(struct pg *pg, const char *key, const char *data, const char *expires,
+/* Each write is one statement (its own transaction). The generation is
+ * read before it: an invalidation in between makes the cache drop the row
+ * rather than store what may be old. */
+
+int storage_put(const struct store *s, const char *key, const char *data, const char *expires,
     const char *tags, struct cache_row *row, bool *created, const char **field)
 {
+	uint64_t gen = cache_gen(s->cache, CACHE_STORAGE);
 	const char *p[] = { key, data, expires, tags };
+	int err = upsert(s->pg, &st_storage_put, p, 6, storage_row, row, created, field, "data");
 
-	return upsert(pg, &st_storage_put, p, 6, storage_row, row, created, field, "data");
+	if (err == BLOQR_OK)
+		cache_written(s->cache, CACHE_STORAGE, row, gen);
+	return err;
 }
 
-int storage_delete(struct pg *pg, const char *key, struct cache_row *row, bool *expired)
+/* A committed delete of key: this host's cache forgets it now (the others
+ * when the NOTIFY reaches them). If it cannot, the syncer's copy of that
+ * NOTIFY will; the cache has logged and counted why. */
+static void forget(const struct store *s, enum cache_tbl t, const char *key)
+{
+	if (cache_deleted(s->cache, t, key) != BLOQR_OK)
+		log_warn("storage: %s: this host's cache could not drop a deleted row at once", cache_table_name(t));
+}
+
+int storage_delete(const struct store *s, const char *key, struct cache_row *row, bool *expired)
 {
 	const char *p[] = { key };
 	PGresult *r;
@@ -327,29 +348,35 @@ int storage_delete(struct pg *pg, const char *key, struct cache_row *row, bool *
 
 	memset(row, 0, sizeof *row);
 	*expired = false;
-	if ((r = pg_query(pg, &st_storage_delete, p, &err)) == NULL)
+	if ((r = pg_query(s->pg, &st_storage_delete, p, &err)) == NULL)
 		return err;
 	if (PQntuples(r) == 0) {
-		err = 0;
-	} else if ((err = storage_row(row, r, 0)) == 0) {
+		err = BLOQR_ENOTFOUND;
+	} else if ((err = storage_row(row, r, 0)) == BLOQR_OK) {
 		*expired = PQgetvalue(r, 0, 6)[0] == 't';
-		err = 1;
 	}
+	if (PQntuples(r) > 0)
+		forget(s, CACHE_STORAGE, key);
 	PQclear(r);
 	return err;
 }
 
-int storage_filter_put(struct pg *pg, const char *source, const char *content, const char *hash,
+int storage_filter_put(const struct store *s, const char *source, const char *content, const char *hash,
     const char *etag, const char *expires, struct cache_row *row, bool *created, const char **field)
 {
+	uint64_t gen = cache_gen(s->cache, CACHE_FILTERS);
 	const char *p[] = { source, content, hash, etag, expires };
+	int err = upsert(s->pg, &st_filter_put, p, 7, filter_row, row, created, field, "content");
 
-	return upsert(pg, &st_filter_put, p, 7, filter_row, row, created, field, "content");
+	if (err == BLOQR_OK)
+		cache_written(s->cache, CACHE_FILTERS, row, gen);
+	return err;
 }
 
-int storage_compilation_create(struct pg *pg, const char *config_name, long long source_count,
+int storage_compilation_create(const struct store *s, const char *config_name, long long source_count,
     long long rule_count, long long duration, const char *output_path, struct cache_row *row)
 {
+	uint64_t gen = cache_gen(s->cache, CACHE_COMPILATIONS);
 	char sc[24], rc[24], du[24];
 	const char *p[] = { config_name, sc, rc, du, output_path };
 	PGresult *r;
@@ -359,11 +386,33 @@ int storage_compilation_create(struct pg *pg, const char *config_name, long long
 	snprintf(sc, sizeof sc, "%lld", source_count);
 	snprintf(rc, sizeof rc, "%lld", rule_count);
 	snprintf(du, sizeof du, "%lld", duration);
-	if ((r = pg_query(pg, &st_compilation_insert, p, &err)) == NULL)
+	if ((r = pg_query(s->pg, &st_compilation_insert, p, &err)) == NULL)
 		return err;
-	err = PQntuples(r) == 1 ? compilation_row(row, r, 0) : PG_EBUG;
+	err = PQntuples(r) == 1 ? compilation_row(row, r, 0) : BLOQR_EBUG;
 	PQclear(r);
+	if (err == BLOQR_OK)
+		cache_written(s->cache, CACHE_COMPILATIONS, row, gen);
 	return err;
+}
+
+/* ------------------------------------------------------------- reads -- */
+
+int storage_get(const struct store *s, const char *key, char **body, enum cache_outcome *how)
+{
+	return cache_get(s->cache, s->pg, CACHE_STORAGE, key, body, how);
+}
+
+int storage_filter_get(const struct store *s, const char *source, char **body, enum cache_outcome *how)
+{
+	return cache_get(s->cache, s->pg, CACHE_FILTERS, source, body, how);
+}
+
+int storage_compilations_list(const struct store *s, const char *config_name, long limit, struct buf *out,
+    long *count, enum cache_outcome *how)
+{
+	const struct cache_filter f = { "config_name", config_name };
+
+	return cache_list(s->cache, s->pg, CACHE_COMPILATIONS, &f, 1, limit, out, count, how);
 }
 
 /* ------------------------------------------------------------- lists -- */
@@ -393,7 +442,7 @@ static int append_objects(struct pg *pg, const struct pg_stmt *st, const char *c
 	return PG_OK;
 }
 
-int storage_compilations_pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
+static int compilations_pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
     struct buf *out, long *count)
 {
 	const char *config_name = NULL;
@@ -432,4 +481,9 @@ int storage_export_entries(struct pg *pg, long limit, struct buf *out, long *cou
 int storage_export_filters(struct pg *pg, long limit, struct buf *out, long *count)
 {
 	return export_objects(pg, &st_filter_export, filter_body, limit, out, count);
+}
+
+int storage_export_compilations(struct pg *pg, long limit, struct buf *out, long *count)
+{
+	return compilations_pg_list(pg, NULL, 0, limit, out, count);
 }

@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "cache.h"
+#include "store.h"
 
 struct pg;
 
@@ -31,34 +32,46 @@ extern const struct cache_tabledef storage_cache_def;       /* storage_entries, 
 extern const struct cache_tabledef filters_cache_def;       /* filter_cache, per key */
 extern const struct cache_tabledef compilations_cache_def;  /* compilation_metadata, snapshot */
 
+/* ---- reads, through the L1 cache (*how: HIT, MISS, STALE or BYPASS) ---- */
+
+/* The entry key resp. the filter list of source: *body gets its API object
+ * (malloc'd JSON text, caller frees), NULL when absent or expired. Returns
+ * a bloqr_err (PostgreSQL failed and nothing cached could stand in). */
+int storage_get(const struct store *s, const char *key, char **body, enum cache_outcome *how) BLOQR_MUSTCHECK;
+int storage_filter_get(const struct store *s, const char *source, char **body, enum cache_outcome *how)
+	BLOQR_MUSTCHECK;
+/* Compilations newest first, at most limit, of config_name (NULL: all),
+ * as API objects joined by ',' appended to out. */
+int storage_compilations_list(const struct store *s, const char *config_name, long limit, struct buf *out,
+    long *count, enum cache_outcome *how) BLOQR_MUSTCHECK;
+
+/* ---- writes: committed to PostgreSQL, then handed to s->cache ---- */
+
 /* Create or replace the entry key. data is JSON text, stored and returned
  * verbatim; expires (ISO-8601) and tags (a JSON array of strings) may be
  * NULL. On success row holds the entry as stored (the caller frees it with
  * cache_row_free) and *created tells an insert from a replacement. Returns
- * a pg_err; for PG_EINPUT *field names the refused field ("data" or
+ * a bloqr_err; for BLOQR_EINPUT *field names the refused field ("data" or
  * "expiresAt"). */
-int storage_put(struct pg *pg, const char *key, const char *data, const char *expires,
-    const char *tags, struct cache_row *row, bool *created, const char **field);
+int storage_put(const struct store *s, const char *key, const char *data, const char *expires,
+    const char *tags, struct cache_row *row, bool *created, const char **field) BLOQR_MUSTCHECK;
 
-/* Delete the entry key: 1 and row filled (caller frees) when it existed,
- * 0 when not, or a negative pg_err. *expired: the deleted entry had
- * already expired, so it reads as absent. */
-int storage_delete(struct pg *pg, const char *key, struct cache_row *row, bool *expired);
+/* Delete the entry key: BLOQR_OK and row filled (caller frees) when it
+ * existed, BLOQR_ENOTFOUND when not. *expired: the deleted entry had
+ * already expired, so it read as absent. */
+int storage_delete(const struct store *s, const char *key, struct cache_row *row, bool *expired)
+	BLOQR_MUSTCHECK;
 
 /* Create or replace the filter list of source; etag and expires may be
- * NULL. Like storage_put; *field is "expiresAt" for PG_EINPUT. */
-int storage_filter_put(struct pg *pg, const char *source, const char *content, const char *hash,
-    const char *etag, const char *expires, struct cache_row *row, bool *created, const char **field);
+ * NULL. Like storage_put; *field is "expiresAt" for BLOQR_EINPUT. */
+int storage_filter_put(const struct store *s, const char *source, const char *content, const char *hash,
+    const char *etag, const char *expires, struct cache_row *row, bool *created, const char **field)
+	BLOQR_MUSTCHECK;
 
-/* Record a compilation (output_path may be NULL); row gets it. Returns a
- * pg_err. */
-int storage_compilation_create(struct pg *pg, const char *config_name, long long source_count,
-    long long rule_count, long long duration, const char *output_path, struct cache_row *row);
-
-/* The PostgreSQL side of GET /api/compilations (a cache_pg_list_fn): the
- * only filter is on "config_name"; newest first like the cache. */
-int storage_compilations_pg_list(struct pg *pg, const struct cache_filter *f, int nf, long limit,
-    struct buf *out, long *count);
+/* Record a compilation (output_path may be NULL); row gets it. */
+int storage_compilation_create(const struct store *s, const char *config_name, long long source_count,
+    long long rule_count, long long duration, const char *output_path, struct cache_row *row)
+	BLOQR_MUSTCHECK;
 
 /* For the admin export: append up to limit rows as the API objects of GET
  * /api/storage/{key} (by key), resp. GET /api/filter-cache (by source),
@@ -67,6 +80,9 @@ int storage_compilations_pg_list(struct pg *pg, const struct cache_filter *f, in
 int storage_export_entries(struct pg *pg, long limit, struct buf *out, long *count)
 	__attribute__((warn_unused_result));
 int storage_export_filters(struct pg *pg, long limit, struct buf *out, long *count)
+	__attribute__((warn_unused_result));
+/* The objects of GET /api/compilations, newest first, from PostgreSQL. */
+int storage_export_compilations(struct pg *pg, long limit, struct buf *out, long *count)
 	__attribute__((warn_unused_result));
 
 #endif

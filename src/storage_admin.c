@@ -4,8 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
+#include "cache.h"
+#include "jsonx.h"
 #include "log.h"
 #include "pg.h"
+#include "storage.h"
 
 /* ---------------------------------------------------------- statements -- */
 
@@ -96,32 +100,93 @@ int storage_admin_stats(struct pg *pg, struct storage_admin_stats *st)
 	return PG_OK;
 }
 
-int storage_admin_clear_expired(struct pg *pg, long long *storage, long long *filters)
+int storage_admin_clear(const struct store *s, bool expired, long long *storage, long long *filters)
 {
-	return clear(pg, &st_clear_expired, storage, filters);
-}
-
-int storage_admin_clear_cache(struct pg *pg, long long *storage, long long *filters)
-{
-	return clear(pg, &st_clear_cache, storage, filters);
-}
-
-int storage_admin_begin_snapshot(struct pg *pg)
-{
+	struct json_object *details = NULL;
 	int err;
-	PGresult *r = pg_exec(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &err);
 
+	*storage = *filters = 0;
+	if ((err = pg_begin(s->pg)) != BLOQR_OK)
+		return err;
+	if ((err = clear(s->pg, expired ? &st_clear_expired : &st_clear_cache, storage, filters)) != BLOQR_OK)
+		goto fail;
+	if ((details = json_object_new_object()) == NULL ||
+	    jsonx_add_int(details, "storage_entries", *storage) < 0 ||
+	    jsonx_add_int(details, "filter_cache", *filters) < 0) {
+		err = BLOQR_ENOMEM;
+		goto fail;
+	}
+	if ((err = audit_write(s, expired ? "storage.clear_expired" : "storage.clear_cache", NULL, details))
+	    != BLOQR_OK || (err = pg_commit(s->pg)) != BLOQR_OK)
+		goto fail;
+	json_object_put(details);
+	/* Committed: drop the tables from this host's cache at once rather
+	 * than wait for our own NOTIFYs. Whole tables: the rows went by a
+	 * condition, not by key. If the cache cannot, the syncer will. */
+	if ((*storage > 0 && cache_deleted(s->cache, CACHE_STORAGE, NULL) != BLOQR_OK) ||
+	    (*filters > 0 && cache_deleted(s->cache, CACHE_FILTERS, NULL) != BLOQR_OK))
+		log_warn("storage_admin: this host's cache could not drop the deleted rows at once");
+	return BLOQR_OK;
+fail:
+	json_object_put(details);
+	pg_rollback(s->pg);
+	*storage = *filters = 0;
+	return err;
+}
+
+int storage_admin_export(const struct store *s, struct buf *out)
+{
+	PGresult *r;
+	long n;
+	int err;
+
+	/* One snapshot for the three tables. */
+	if ((r = pg_exec(s->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &err)) == NULL)
+		return err;
 	PQclear(r);
+	buf_puts(out, "\"storage_entries\":[");
+	if ((err = storage_export_entries(s->pg, STORAGE_ADMIN_EXPORT_ENTRIES, out, &n)) != BLOQR_OK)
+		goto fail;
+	buf_puts(out, "],\"filter_cache\":[");
+	if ((err = storage_export_filters(s->pg, STORAGE_ADMIN_EXPORT_FILTERS, out, &n)) != BLOQR_OK)
+		goto fail;
+	buf_puts(out, "],\"compilation_metadata\":[");
+	if ((err = storage_export_compilations(s->pg, STORAGE_ADMIN_EXPORT_COMPILATIONS, out, &n)) != BLOQR_OK)
+		goto fail;
+	buf_puts(out, "]");
+	if ((err = pg_commit(s->pg)) != BLOQR_OK)
+		goto fail;
+	return out->oom ? BLOQR_ENOMEM : BLOQR_OK;
+fail:
+	pg_rollback(s->pg);
 	return err;
 }
 
 
-int storage_admin_tables(struct pg *pg, PGresult **r)
+int storage_admin_tables(struct pg *pg, struct json_object **tables)
 {
+	PGresult *r;
 	int err;
 
-	*r = pg_query(pg, &st_tables, NULL, &err);
-	return err;
+	if ((*tables = NULL, r = pg_query(pg, &st_tables, NULL, &err)) == NULL)
+		return err;
+	if ((*tables = json_object_new_array()) == NULL)
+		goto oom;
+	for (int i = 0; i < PQntuples(r); i++) {
+		struct json_object *o = json_object_new_object();
+		if (o == NULL || jsonx_add_str(o, "name", PQgetvalue(r, i, 0)) < 0 ||
+		    jsonx_add_str(o, "type", PQgetvalue(r, i, 1)) < 0 || json_object_array_add(*tables, o) < 0) {
+			json_object_put(o);
+			goto oom;
+		}
+	}
+	PQclear(r);
+	return BLOQR_OK;
+oom:
+	json_object_put(*tables);
+	*tables = NULL;
+	PQclear(r);
+	return BLOQR_ENOMEM;
 }
 
 /* The session's statement timeout (VACUUM cannot run in a transaction
@@ -139,7 +204,7 @@ static int set_timeout(struct pg *pg, long ms)
 	return err;
 }
 
-int storage_admin_vacuum(struct pg *pg, long statement_timeout_ms)
+static int vacuum_pg(struct pg *pg, long statement_timeout_ms)
 {
 	PGresult *r;
 	int err, err2;
@@ -156,5 +221,31 @@ int storage_admin_vacuum(struct pg *pg, long statement_timeout_ms)
 		log_error("storage_admin: cannot restore statement_timeout; reconnecting");
 		pg_disconnect(pg);
 	}
+	return err;
+}
+
+int storage_admin_vacuum(const struct store *s, long statement_timeout_ms, enum storage_admin_cache_vacuum *cache)
+{
+	struct json_object *details;
+	int err;
+
+	*cache = STORAGE_ADMIN_CACHE_DISABLED;
+	if ((err = vacuum_pg(s->pg, statement_timeout_ms)) != BLOQR_OK)
+		return err;
+	/* PostgreSQL is what matters; the cache is this host's copy. */
+	if (cache_enabled(s->cache)) {
+		*cache = cache_vacuum(s->cache) < 0 ? STORAGE_ADMIN_CACHE_FAILED : STORAGE_ADMIN_CACHE_VACUUMED;
+		if (*cache == STORAGE_ADMIN_CACHE_FAILED)
+			log_warn("storage_admin: VACUUM of the L1 cache failed");
+	}
+	if ((details = json_object_new_object()) == NULL ||
+	    jsonx_add_str(details, "cache", *cache == STORAGE_ADMIN_CACHE_DISABLED ? "disabled" :
+	    *cache == STORAGE_ADMIN_CACHE_FAILED ? "failed" : "vacuumed") < 0) {
+		json_object_put(details);
+		return BLOQR_ENOMEM;
+	}
+	/* VACUUM cannot run in a transaction, so its audit row follows it. */
+	err = audit_write(s, "storage.vacuum", NULL, details);
+	json_object_put(details);
 	return err;
 }

@@ -1,14 +1,17 @@
 /* Whole-table operations on the storage tables (storage_entries,
  * filter_cache, compilation_metadata) for the admin storage endpoints:
- * counts, bulk deletes, export, the schema's relations and VACUUM. All in
- * PostgreSQL; the caller tells the L1 cache what changed (cache_deleted)
- * after its commit. Row-level statements stay in storage.c. */
+ * counts, bulk deletes, export, the schema's relations and VACUUM. Each
+ * change is audited in its transaction and then handed to this host's L1
+ * cache. Row-level statements stay in storage.c. */
 #ifndef BLOQR_STORAGE_ADMIN_H
 #define BLOQR_STORAGE_ADMIN_H
 
-#include <libpq-fe.h>
+#include <json.h>
+#include <stdbool.h>
 
 #include "buf.h"
+#include "err.h"
+#include "store.h"
 
 struct pg;
 
@@ -32,31 +35,38 @@ struct storage_admin_stats {
 int storage_admin_stats(struct pg *pg, struct storage_admin_stats *st)
 	__attribute__((warn_unused_result));
 
-/* Delete the expired storage entries and filter-cache rows in one
- * statement; *storage and *filters get the numbers deleted. Call inside
- * the caller's transaction (with its audit row). Returns a pg_err. */
-int storage_admin_clear_expired(struct pg *pg, long long *storage, long long *filters)
-	__attribute__((warn_unused_result));
+/* Delete, in one transaction with its audit row, the expired storage
+ * entries and filter-cache rows (expired) or the storage entries whose key
+ * starts with "cache/" and every filter-cache row (!expired); *storage and
+ * *filters get the numbers deleted. Then this host's cache drops them.
+ * Returns a bloqr_err. */
+int storage_admin_clear(const struct store *s, bool expired, long long *storage, long long *filters)
+	BLOQR_MUSTCHECK;
 
-/* Delete the storage entries whose key starts with "cache/" and every
- * filter-cache row, in one statement; like storage_admin_clear_expired. */
-int storage_admin_clear_cache(struct pg *pg, long long *storage, long long *filters)
-	__attribute__((warn_unused_result));
+/* The export's three arrays, from one snapshot, appended to out as
+ * "storage_entries":[…],"filter_cache":[…],"compilation_metadata":[…]
+ * (at most the STORAGE_ADMIN_EXPORT_* rows each; compilations newest
+ * first). Returns a bloqr_err. */
+#define STORAGE_ADMIN_EXPORT_ENTRIES 1000
+#define STORAGE_ADMIN_EXPORT_FILTERS 100
+#define STORAGE_ADMIN_EXPORT_COMPILATIONS 100
+int storage_admin_export(const struct store *s, struct buf *out) BLOQR_MUSTCHECK;
 
-/* Begin a read-only transaction on one snapshot, for an export that
- * must be consistent across tables; the caller commits or rolls back.
- * Returns a pg_err. */
-int storage_admin_begin_snapshot(struct pg *pg) __attribute__((warn_unused_result));
-
-/* The tables and indexes of schema public, sorted by name: *r has the
- * columns name and type ("table" or "index"); the caller PQclears it.
- * Returns a pg_err. */
-int storage_admin_tables(struct pg *pg, PGresult **r) __attribute__((warn_unused_result));
+/* The tables and indexes of schema public, sorted by name: *tables gets a
+ * JSON array of {name, type ("table" or "index")}; the caller puts it.
+ * Returns a bloqr_err. */
+int storage_admin_tables(struct pg *pg, struct json_object **tables) BLOQR_MUSTCHECK;
 
 /* VACUUM ANALYZE the three storage tables (outside any transaction: the
  * caller must not have one open), allowing it
  * STORAGE_ADMIN_VACUUM_TIMEOUT_MS, then put the session's statement
- * timeout back to statement_timeout_ms. Returns a pg_err. */
-int storage_admin_vacuum(struct pg *pg, long statement_timeout_ms) __attribute__((warn_unused_result));
+ * timeout back to statement_timeout_ms; then this host's cache file;
+ * then the audit row. *cache tells what became of the cache. Returns a
+ * bloqr_err (the cache's fate is not an error: PostgreSQL is what counts). */
+enum storage_admin_cache_vacuum {
+	STORAGE_ADMIN_CACHE_DISABLED, STORAGE_ADMIN_CACHE_VACUUMED, STORAGE_ADMIN_CACHE_FAILED
+};
+int storage_admin_vacuum(const struct store *s, long statement_timeout_ms, enum storage_admin_cache_vacuum *cache)
+	BLOQR_MUSTCHECK;
 
 #endif

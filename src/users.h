@@ -4,9 +4,11 @@
 #define BLOQR_USERS_H
 
 #include <json.h>
-#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "err.h"
+#include "store.h"
 
 struct pg;
 
@@ -21,8 +23,8 @@ bool users_tier_valid(const char *tier);    /* anonymous, free, pro, admin */
 
 /* Create a user (and, when password is not NULL, its 'credential' account)
  * in one transaction. role/tier NULL take the defaults (user, free).
- * id_out gets the new id. Returns a pg_err: PG_ECONFLICT when the email is
- * taken. */
+ * id_out gets the new id. Returns a bloqr_err: BLOQR_ECONFLICT when the
+ * email is taken. */
 int users_create(struct pg *pg, const char *email, const char *name, const char *role,
     const char *tier, const char *password, char id_out[static 40]);
 
@@ -30,45 +32,62 @@ int users_create(struct pg *pg, const char *email, const char *name, const char 
  * or a negative pg_err. */
 int users_find_by_email(struct pg *pg, const char *email, char id_out[static 40]);
 
-/* The SELECT list that users_to_json reads, for queries over "users u". */
-#define USERS_COLUMNS \
-	"u.id, u.email, u.name, u.email_verified, u.image, u.tier, u.role, u.banned, u.ban_reason, " \
-	"to_char(u.ban_expires AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), " \
-	"to_char(u.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), " \
-	"to_char(u.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-#define USERS_NCOLUMNS 12
+/* A user as stored. Text fields are malloc'd and owned by the struct
+ * (users_free); NULL stands for SQL NULL. */
+struct user {
+	char id[40];
+	char *email;
+	char *name;
+	bool email_verified;
+	char *image;
+	char tier[16];
+	char role[16];
+	bool banned;                /* the flag as stored (see ban_active) */
+	bool ban_active;            /* banned, and the ban has not expired */
+	char *ban_reason;
+	char ban_expires[32];       /* ISO time, "" when none */
+	char created_at[32];
+	char updated_at[32];
+};
+void users_free(struct user *u);
 
-/* The API's user object from row `row` of r, whose first USERS_NCOLUMNS
- * columns are USERS_COLUMNS. NULL when out of memory. Never carries a
+/* The API's user object. NULL when out of memory. Never carries a
  * password, hash or token. */
-struct json_object *users_to_json(const PGresult *r, int row);
+struct json_object *users_to_json(const struct user *u);
 
+/* For sign-in: the user with this email (case-insensitive) and the hash of
+ * its password (malloc'd, NULL when it has none; caller frees). Returns a
+ * bloqr_err: BLOQR_ENOTFOUND when no user has it. */
+int users_signin_lookup(struct pg *pg, const char *email, struct user *u, char **password_hash)
+	BLOQR_MUSTCHECK;
+/* One user by id; BLOQR_ENOTFOUND when unknown. */
+int users_get(struct pg *pg, const char *id, struct user *u) BLOQR_MUSTCHECK;
 
-/* For sign-in: USERS_COLUMNS, then the credential password hash (or NULL)
- * and whether an unexpired ban applies. *r has 0 or 1 row; caller PQclears. */
-int users_signin_lookup(struct pg *pg, const char *email, PGresult **r);
-/* One user by id (USERS_COLUMNS); 0 rows when unknown. */
-int users_get(struct pg *pg, const char *id, PGresult **r);
-
-
-/* ---- admin user management; all but users_list run inside the caller's
- * transaction ---- */
+/* A page of users, newest first, filtered (NULL = any; search matches
+ * email or name substrings, case-insensitive): *users gets an array of *n
+ * (caller frees with users_free_all), *total all matches. */
 int users_list(struct pg *pg, const char *tier, const char *role, const char *search,
-    long limit, long offset, PGresult **rows, long *total);
-/* Serialize changes to the set of admins (ban, demote, delete). */
-int users_admin_lock(struct pg *pg);
-/* Lock one user row: USERS_COLUMNS, then whether it is an unbanned admin.
- * 0 rows when unknown. */
-int users_lock(struct pg *pg, const char *id, PGresult **r);
-/* Unbanned admins other than id. */
-int users_other_admins(struct pg *pg, const char *id, long *n);
-/* tier/role NULL = unchanged. *r: the updated row (USERS_COLUMNS). */
-int users_update(struct pg *pg, const char *id, const char *tier, const char *role, PGresult **r);
+    long limit, long offset, struct user **users, size_t *n, long *total) BLOQR_MUSTCHECK;
+void users_free_all(struct user *users, size_t n);
+
+/* ---- admin changes: each in one transaction that takes the admins'
+ * lock (so two admins cannot remove each other at once), locks the user,
+ * keeps the last unbanned admin (BLOQR_ECONFLICT), writes the audit row
+ * (actor, request and address from s), commits, and then drops the user's
+ * credentials from this host's cache (the others hear it by NOTIFY).
+ * BLOQR_ENOTFOUND when the user is unknown. ---- */
+
+/* tier/role NULL = unchanged; *out: the user after (caller frees). */
+int users_update(const struct store *s, const char *id, const char *tier, const char *role, struct user *out)
+	BLOQR_MUSTCHECK;
 /* Delete the user with its sessions, tokens and accounts. */
-int users_delete(struct pg *pg, const char *id);
-/* Ban (reason, expires may be NULL) and revoke every session and token.
- * *r has 0 rows when expires is not in the future. */
-int users_ban(struct pg *pg, const char *id, const char *reason, const char *expires, PGresult **r);
-int users_unban(struct pg *pg, const char *id, PGresult **r);
+int users_delete(const struct store *s, const char *id) BLOQR_MUSTCHECK;
+/* Ban (reason, expires may be NULL) and revoke every session and token
+ * for good. BLOQR_EINPUT when expires is no valid time, or (*expires_past)
+ * not in the future. */
+int users_ban(const struct store *s, const char *id, const char *reason, const char *expires,
+    bool *expires_past) BLOQR_MUSTCHECK;
+/* Lift a ban; revoked credentials stay revoked. */
+int users_unban(const struct store *s, const char *id) BLOQR_MUSTCHECK;
 
 #endif

@@ -11,34 +11,16 @@
 
 #include <json.h>
 
-#include "audit.h"
 #include "config.h"
 #include "deployments.h"
 #include "jsonx.h"
 #include "pg.h"
+#include "store.h"
 #include "text.h"
 
 enum { DEPLOY_OK = 0, DEPLOY_FAIL = 1, DEPLOY_USAGE = 2 };
 
 
-
-/* deployments_tx_fn: the audit row for a CLI deployment (no actor). */
-static int audit_cli(struct pg *pg, const struct cache_row *row, void *ctx)
-{
-	struct json_object *details = json_object_new_object();
-	int rc;
-
-	(void)ctx;
-	if (details) {
-		jsonx_add_str(details, "id", row->key);
-		jsonx_add_str(details, "status", row->cols[DEPLOY_COL_STATUS]);
-		jsonx_add_str(details, "via", "bloqr-admin");
-	}
-	rc = audit_write(pg, NULL, "deployment.create", row->cols[DEPLOY_COL_FULL_VERSION], NULL, NULL,
-	    details);
-	json_object_put(details);
-	return rc;
-}
 
 /* A text option: valid per deployments_text_valid, else the usage status. */
 static bool text_ok(const char *opt_name, const char *v, size_t max)
@@ -127,7 +109,12 @@ int admin_deploy_record(const struct conf *conf, int argc, char **argv)
 		rc = DEPLOY_FAIL;
 		goto out;
 	}
-	rc = deployments_record(pg, &in, audit_cli, NULL, &row);
+	{
+		/* No cache: the triggers tell every host's, as for any outside
+		 * write; no actor or request: the audit row says bloqr-admin. */
+		const struct store st = { .pg = pg };
+		rc = deployments_record(&st, &in, &row);
+	}
 	if (rc == PG_ECONFLICT) {
 		admin_errorf("a deployment with version '%s' and this build number already exists", in.version);
 		rc = DEPLOY_FAIL;
@@ -135,7 +122,7 @@ int admin_deploy_record(const struct conf *conf, int argc, char **argv)
 		const char *msg = pg_last_error(pg);
 
 		admin_errorf("postgres: recording the deployment failed: %s",
-		    msg && msg[0] ? msg : rc == PG_EUNAVAIL ? "server unavailable" : "unexpected error");
+		    msg && msg[0] ? msg : bloqr_strerror(rc));
 		rc = DEPLOY_FAIL;
 	} else {
 		printf("%s\n", row.cols[DEPLOY_COL_FULL_VERSION]);

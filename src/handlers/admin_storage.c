@@ -38,8 +38,8 @@ void h_astorage_stats(struct app *app, struct http_request *req, struct http_res
 	int rc;
 
 	(void)req; (void)m;
-	if ((rc = storage_admin_stats(app->pg, &st)) != PG_OK) {
-		h_pg_error(res, rc);
+	if ((rc = storage_admin_stats(app->pg, &st)) != BLOQR_OK) {
+		h_error(res, rc);
 		return;
 	}
 	text_iso_time_ms(text_now_ms(), ts);
@@ -72,38 +72,19 @@ void h_astorage_stats(struct app *app, struct http_request *req, struct http_res
 	h_json(res, 200, o);
 }
 
-/* clear-expired and clear-cache: the delete and its audit row in one
- * transaction, then this host's cache. */
+/* clear-expired and clear-cache. */
 static void clear(struct app *app, struct http_request *req, struct http_response *res, bool expired)
 {
-	const char *action = expired ? "storage.clear_expired" : "storage.clear_cache";
-	struct json_object *details, *o;
+	const struct store st = h_store(app, req);
+	struct json_object *o;
 	long long s = 0, f = 0;
 	char msg[200];
 	int rc;
 
-	if ((rc = pg_begin(app->pg)) != PG_OK)
-		goto fail;
-	rc = expired ? storage_admin_clear_expired(app->pg, &s, &f) : storage_admin_clear_cache(app->pg, &s, &f);
-	if (rc != PG_OK)
-		goto fail;
-	if ((details = json_object_new_object()) == NULL ||
-	    jsonx_add_int(details, "storage_entries", s) < 0 || jsonx_add_int(details, "filter_cache", f) < 0) {
-		json_object_put(details);
-		rc = PG_EBUG;
-		goto fail;
+	if ((rc = storage_admin_clear(&st, expired, &s, &f)) != BLOQR_OK) {
+		h_error(res, rc);
+		return;
 	}
-	rc = audit_write(app->pg, app->who.user_id, action, NULL, req->request_id, req->remote_addr, details);
-	json_object_put(details);
-	if (rc != PG_OK || (rc = pg_commit(app->pg)) != PG_OK)
-		goto fail;
-	/* Committed: drop the tables from this host's cache at once rather
-	 * than wait for our own NOTIFYs. Whole tables: the rows went by a
-	 * condition, not by key. */
-	if (s > 0)
-		cache_deleted(app->cache, CACHE_STORAGE, NULL);
-	if (f > 0)
-		cache_deleted(app->cache, CACHE_FILTERS, NULL);
 	if (expired)
 		snprintf(msg, sizeof msg, "Deleted %lld expired storage entries and %lld expired filter-cache rows",
 		    s, f);
@@ -116,10 +97,6 @@ static void clear(struct app *app, struct http_request *req, struct http_respons
 		o = NULL;
 	}
 	h_json(res, 200, o);
-	return;
-fail:
-	pg_rollback(app->pg);
-	h_pg_error(res, rc);
 }
 
 void h_astorage_clear_expired(struct app *app, struct http_request *req, struct http_response *res,
@@ -141,31 +118,21 @@ void h_astorage_clear_cache(struct app *app, struct http_request *req, struct ht
 void h_astorage_export(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	struct buf *b = &res->body;
 	int64_t ms = text_now_ms();
 	char iso[25], hdr[96];
-	long n;
 	int rc;
 
-	(void)req; (void)m;
+	(void)m;
 	text_iso_time_ms(ms, iso);
-	/* One snapshot for the three tables. */
-	if ((rc = storage_admin_begin_snapshot(app->pg)) != PG_OK)
-		goto fail;
 	buf_reset(b);
-	buf_printf(b, "{\"success\":true,\"exportedAt\":\"%s\",\"storage_entries\":[", iso);
-	if ((rc = storage_export_entries(app->pg, EXPORT_ENTRIES_MAX, b, &n)) != PG_OK)
-		goto fail;
-	buf_puts(b, "],\"filter_cache\":[");
-	if ((rc = storage_export_filters(app->pg, EXPORT_FILTERS_MAX, b, &n)) != PG_OK)
-		goto fail;
-	buf_puts(b, "],\"compilation_metadata\":[");
-	/* storage.c's list: the objects of GET /api/compilations, newest first. */
-	if ((rc = storage_compilations_pg_list(app->pg, NULL, 0, EXPORT_COMPILATIONS_MAX, b, &n)) != PG_OK)
-		goto fail;
-	buf_puts(b, "]}");
-	if ((rc = pg_commit(app->pg)) != PG_OK)
-		goto fail;
+	buf_printf(b, "{\"success\":true,\"exportedAt\":\"%s\",", iso);
+	if ((rc = storage_admin_export(&st, b)) != BLOQR_OK) {
+		h_error(res, rc);
+		return;
+	}
+	buf_puts(b, "}");
 	if (b->oom) {
 		http_error(res, 500, "Out of memory");
 		return;
@@ -175,77 +142,43 @@ void h_astorage_export(struct app *app, struct http_request *req, struct http_re
 	snprintf(hdr, sizeof hdr, "attachment; filename=\"storage-export-%lld.json\"", (long long)ms);
 	http_header(res, "Content-Disposition", hdr);
 	no_store(res);
-	return;
-fail:
-	pg_rollback(app->pg);
-	h_pg_error(res, rc);
 }
 
 void h_astorage_vacuum(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	const char *cache_state, *cache_msg;
-	struct json_object *details;
+	static const char *const said[] = {
+		[STORAGE_ADMIN_CACHE_DISABLED] = "the L1 cache is disabled on this host",
+		[STORAGE_ADMIN_CACHE_VACUUMED] = "vacuumed this host's L1 cache",
+		[STORAGE_ADMIN_CACHE_FAILED] = "vacuuming this host's L1 cache failed (see the server log)",
+	};
+	const struct store st = h_store(app, req);
+	enum storage_admin_cache_vacuum cache;
 	char msg[256];
 	int rc;
 
 	(void)m;
-	if ((rc = storage_admin_vacuum(app->pg, app->conf->db_statement_timeout_ms)) != PG_OK) {
-		h_pg_error(res, rc);
-		return;
-	}
-	/* PostgreSQL is what matters; the cache is this host's copy. */
-	if (!cache_enabled(app->cache)) {
-		cache_state = "disabled";
-		cache_msg = "the L1 cache is disabled on this host";
-	} else if (cache_vacuum(app->cache) < 0) {
-		cache_state = "failed";
-		cache_msg = "vacuuming this host's L1 cache failed (see the server log)";
-		log_warn("admin storage: VACUUM of the L1 cache failed");
-	} else {
-		cache_state = "vacuumed";
-		cache_msg = "vacuumed this host's L1 cache";
-	}
-	details = json_object_new_object();
-	if (details)
-		jsonx_add_str(details, "cache", cache_state);
-	/* VACUUM cannot run in a transaction, so its audit row follows it. */
-	rc = audit_write(app->pg, app->who.user_id, "storage.vacuum", NULL, req->request_id, req->remote_addr, details);
-	json_object_put(details);
-	if (rc != PG_OK) {
-		h_pg_error(res, rc);
+	if ((rc = storage_admin_vacuum(&st, app->conf->db_statement_timeout_ms, &cache)) != BLOQR_OK) {
+		h_error(res, rc);
 		return;
 	}
 	snprintf(msg, sizeof msg, "Vacuumed and analyzed storage_entries, filter_cache and "
-	    "compilation_metadata in PostgreSQL; %s", cache_msg);
+	    "compilation_metadata in PostgreSQL; %s", said[cache]);
 	h_message(res, msg);
-}
-
-static struct json_object *table_row(const PGresult *r, int i)
-{
-	struct json_object *o = json_object_new_object();
-
-	if (o && (jsonx_add_str(o, "name", PQgetvalue(r, i, 0)) < 0 ||
-	    jsonx_add_str(o, "type", PQgetvalue(r, i, 1)) < 0)) {
-		json_object_put(o);
-		return NULL;
-	}
-	return o;
 }
 
 void h_astorage_tables(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	PGresult *r = NULL;
+	struct json_object *tables = NULL;
 	int rc;
 
 	(void)req; (void)m;
-	if ((rc = storage_admin_tables(app->pg, &r)) != PG_OK) {
-		h_pg_error(res, rc);
+	if ((rc = storage_admin_tables(app->pg, &tables)) != BLOQR_OK) {
+		h_error(res, rc);
 		return;
 	}
-	h_reply_page(res, r, "tables", table_row, -1, -1, -1);
-	PQclear(r);
+	h_reply_list(res, "tables", tables, -1, -1, -1);
 }
 
 /* True when s holds only white space. */

@@ -1,30 +1,27 @@
 /* Admin user management: list, get, patch, delete, ban, unban. Always
- * against PostgreSQL, never the cache; every change is audited in its own
- * transaction, and the last unbanned admin is kept. */
+ * against PostgreSQL, never the cache; users.c carries out each change
+ * (transaction, last-admin guard, audit row, cache hand-off). */
 #include <stdio.h>
 #include <string.h>
 
-#include "audit.h"
-#include "cache.h"
 #include "handlers/handlers.h"
 #include "jsonx.h"
-#include "pg.h"
 #include "text.h"
 #include "users.h"
 #include "worker.h"
 
-/* {success, user} from row 0 of r (USERS_COLUMNS first). */
-static void reply_user(struct http_response *res, const PGresult *r)
+/* {success, user} from u. */
+static void reply_user(struct http_response *res, const struct user *u)
 {
-	struct json_object *o = h_success(), *u = users_to_json(r, 0);
+	struct json_object *o = h_success(), *j = users_to_json(u);
 
-	if (o == NULL || u == NULL) {
-		json_object_put(u);
+	if (o == NULL || j == NULL) {
+		json_object_put(j);
 		json_object_put(o);
 		http_error(res, 500, "Out of memory");
 		return;
 	}
-	if (jsonx_add(o, "user", u) < 0) {
+	if (jsonx_add(o, "user", j) < 0) {
 		json_object_put(o);
 		http_error(res, 500, "Out of memory");
 		return;
@@ -32,12 +29,25 @@ static void reply_user(struct http_response *res, const PGresult *r)
 	h_json(res, 200, o);
 }
 
+/* A failed change: 404 for an unknown user, 409 for the last admin. */
+static void change_error(struct http_response *res, int rc, const char *last_admin)
+{
+	if (rc == BLOQR_ENOTFOUND)
+		http_error(res, 404, "User not found");
+	else if (rc == BLOQR_ECONFLICT)
+		http_error(res, 409, "%s", last_admin);
+	else
+		h_error(res, rc);
+}
+
 void h_users_list(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
 	const char *tier, *role, *search;
 	long limit, offset, total = 0;
-	PGresult *r = NULL;
+	struct json_object *arr, *o;
+	struct user *users = NULL;
+	size_t n = 0;
 	int rc;
 
 	(void)m;
@@ -55,12 +65,20 @@ void h_users_list(struct app *app, struct http_request *req, struct http_respons
 		http_error(res, 400, "Query parameter 'role' must be one of admin, user, readonly");
 		return;
 	}
-	if ((rc = users_list(app->pg, tier, role, search, limit, offset, &r, &total)) != PG_OK) {
-		h_pg_error(res, rc);
+	if ((rc = users_list(app->pg, tier, role, search, limit, offset, &users, &n, &total)) != BLOQR_OK) {
+		h_error(res, rc);
 		return;
 	}
-	h_reply_page(res, r, "users", users_to_json, total, limit, offset);
-	PQclear(r);
+	arr = json_object_new_array();
+	for (size_t i = 0; arr && i < n; i++) {
+		if ((o = users_to_json(&users[i])) == NULL || json_object_array_add(arr, o) < 0) {
+			json_object_put(o);
+			json_object_put(arr);
+			arr = NULL;
+		}
+	}
+	users_free_all(users, n);
+	h_reply_list(res, "users", arr, total, limit, offset);
 }
 
 /* The {id} of the path, or NULL with a 404 set: a malformed id names no user. */
@@ -77,86 +95,27 @@ void h_users_get(struct app *app, struct http_request *req, struct http_response
     const struct route_match *m)
 {
 	const char *id = user_id(m, res);
-	PGresult *r = NULL;
+	struct user u;
 	int rc;
 
 	(void)req;
 	if (id == NULL)
 		return;
-	if ((rc = users_get(app->pg, id, &r)) != PG_OK) {
-		h_pg_error(res, rc);
+	if ((rc = users_get(app->pg, id, &u)) != BLOQR_OK) {
+		change_error(res, rc, "");
 		return;
 	}
-	if (PQntuples(r) == 0)
-		http_error(res, 404, "User not found");
-	else
-		reply_user(res, r);
-	PQclear(r);
-}
-
-/* Begin, take the admin lock, lock the target row. On success *r holds the
- * row and *last_admin says whether it is the only unbanned admin; else the
- * response is set and the transaction rolled back. */
-static int begin_on_user(struct app *app, const char *id, struct http_response *res,
-    PGresult **r, bool *last_admin)
-{
-	long others = 1;
-	int rc;
-
-	*r = NULL;
-	*last_admin = false;
-	if ((rc = pg_begin(app->pg)) != PG_OK || (rc = users_admin_lock(app->pg)) != PG_OK ||
-	    (rc = users_lock(app->pg, id, r)) != PG_OK)
-		goto fail;
-	if (PQntuples(*r) == 0) {
-		pg_rollback(app->pg);
-		PQclear(*r);
-		*r = NULL;
-		http_error(res, 404, "User not found");
-		return -1;
-	}
-	if (PQgetvalue(*r, 0, USERS_NCOLUMNS)[0] == 't') {
-		if ((rc = users_other_admins(app->pg, id, &others)) != PG_OK)
-			goto fail;
-		*last_admin = others == 0;
-	}
-	return 0;
-fail:
-	PQclear(*r);
-	*r = NULL;
-	pg_rollback(app->pg);
-	h_pg_error(res, rc);
-	return -1;
-}
-
-/* Audit, commit, answer. Takes details. */
-static void finish(struct app *app, struct http_request *req, struct http_response *res,
-    const char *action, const char *id, struct json_object *details, const PGresult *user, const char *msg)
-{
-	int rc = audit_write(app->pg, app->who.user_id, action, id, req->request_id, req->remote_addr, details);
-
-	json_object_put(details);
-	if (rc != PG_OK || (rc = pg_commit(app->pg)) != PG_OK) {
-		pg_rollback(app->pg);
-		h_pg_error(res, rc);
-		return;
-	}
-	/* The user's role, ban or existence changed: this host forgets its
-	 * cached credentials now (the others when the NOTIFY reaches them). */
-	cache_deleted(app->cache, CACHE_CREDENTIALS, id);
-	if (user)
-		reply_user(res, user);
-	else
-		h_message(res, msg);
+	reply_user(res, &u);
+	users_free(&u);
 }
 
 void h_users_patch(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	const char *id = user_id(m, res), *tier = NULL, *role = NULL;
-	struct json_object *body = NULL, *details;
-	PGresult *cur = NULL, *upd = NULL;
-	bool last_admin;
+	struct json_object *body = NULL;
+	struct user u;
 	char err[256];
 	int rc;
 
@@ -179,68 +138,38 @@ void h_users_patch(struct app *app, struct http_request *req, struct http_respon
 		http_error(res, 400, "Field 'role' must be one of admin, user, readonly");
 		goto out;
 	}
-	if (begin_on_user(app, id, res, &cur, &last_admin) < 0)
-		goto out;
-	if (last_admin && role && strcmp(role, "admin") != 0) {
-		pg_rollback(app->pg);
-		http_error(res, 409, "Cannot demote the last unbanned admin");
+	if ((rc = users_update(&st, id, tier, role, &u)) != BLOQR_OK) {
+		change_error(res, rc, "Cannot demote the last unbanned admin");
 		goto out;
 	}
-	if ((rc = users_update(app->pg, id, tier, role, &upd)) != PG_OK) {
-		pg_rollback(app->pg);
-		h_pg_error(res, rc);
-		goto out;
-	}
-	details = json_object_new_object();
-	if (details) {
-		jsonx_add_str(details, "tierBefore", PQgetvalue(cur, 0, 5));
-		jsonx_add_str(details, "roleBefore", PQgetvalue(cur, 0, 6));
-		jsonx_add_str(details, "tier", PQgetvalue(upd, 0, 5));
-		jsonx_add_str(details, "role", PQgetvalue(upd, 0, 6));
-	}
-	finish(app, req, res, "user.update", id, details, upd, NULL);
+	reply_user(res, &u);
+	users_free(&u);
 out:
-	PQclear(cur);
-	PQclear(upd);
 	json_object_put(body);
 }
 
 void h_users_delete(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	const char *id = user_id(m, res);
-	struct json_object *details;
-	PGresult *cur = NULL;
-	bool last_admin;
 	int rc;
 
-	if (id == NULL || begin_on_user(app, id, res, &cur, &last_admin) < 0)
+	if (id == NULL)
 		return;
-	if (last_admin) {
-		pg_rollback(app->pg);
-		http_error(res, 409, "Cannot delete the last unbanned admin");
-		goto out;
-	}
-	if ((rc = users_delete(app->pg, id)) != PG_OK) {
-		pg_rollback(app->pg);
-		h_pg_error(res, rc);
-		goto out;
-	}
-	details = json_object_new_object();
-	if (details)
-		jsonx_add_str(details, "email", PQgetvalue(cur, 0, 1));
-	finish(app, req, res, "user.delete", id, details, NULL, "User deleted");
-out:
-	PQclear(cur);
+	if ((rc = users_delete(&st, id)) != BLOQR_OK)
+		change_error(res, rc, "Cannot delete the last unbanned admin");
+	else
+		h_message(res, "User deleted");
 }
 
 void h_users_ban(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	const char *id = user_id(m, res), *reason = NULL, *expires = NULL;
-	struct json_object *body = NULL, *details;
-	PGresult *cur = NULL, *upd = NULL;
-	bool last_admin;
+	struct json_object *body = NULL;
+	bool past;
 	char err[256];
 	int rc;
 
@@ -264,56 +193,29 @@ void h_users_ban(struct app *app, struct http_request *req, struct http_response
 			goto out;
 		}
 	}
-	if (begin_on_user(app, id, res, &cur, &last_admin) < 0)
-		goto out;
-	if (last_admin) {
-		pg_rollback(app->pg);
-		http_error(res, 409, "Cannot ban the last unbanned admin");
-		goto out;
-	}
-	rc = users_ban(app->pg, id, reason, expires, &upd);
-	if (rc != PG_OK) {
-		pg_rollback(app->pg);
-		if (rc == PG_EINPUT)
-			http_error(res, 400, "Field 'expires' must be a valid ISO-8601 time");
-		else
-			h_pg_error(res, rc);
-		goto out;
-	}
-	if (PQntuples(upd) == 0) {
-		pg_rollback(app->pg);
-		http_error(res, 400, "Field 'expires' must be in the future");
-		goto out;
-	}
-	details = json_object_new_object();
-	if (details) {
-		jsonx_add_str(details, "reason", reason);
-		jsonx_add_str(details, "expires", PQgetisnull(upd, 0, 9) ? NULL : PQgetvalue(upd, 0, 9));
-	}
-	finish(app, req, res, "user.ban", id, details, NULL, "User banned");
+	rc = users_ban(&st, id, reason, expires, &past);
+	if (rc == BLOQR_EINPUT)
+		http_error(res, 400, past ? "Field 'expires' must be in the future" :
+		    "Field 'expires' must be a valid ISO-8601 time");
+	else if (rc != BLOQR_OK)
+		change_error(res, rc, "Cannot ban the last unbanned admin");
+	else
+		h_message(res, "User banned");
 out:
-	PQclear(cur);
-	PQclear(upd);
 	json_object_put(body);
 }
 
 void h_users_unban(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	const char *id = user_id(m, res);
-	PGresult *cur = NULL, *upd = NULL;
-	bool last_admin;
 	int rc;
 
-	if (id == NULL || begin_on_user(app, id, res, &cur, &last_admin) < 0)
+	if (id == NULL)
 		return;
-	if ((rc = users_unban(app->pg, id, &upd)) != PG_OK) {
-		pg_rollback(app->pg);
-		h_pg_error(res, rc);
-		goto out;
-	}
-	finish(app, req, res, "user.unban", id, NULL, NULL, "User unbanned");
-out:
-	PQclear(cur);
-	PQclear(upd);
+	if ((rc = users_unban(&st, id)) != BLOQR_OK)
+		change_error(res, rc, "");
+	else
+		h_message(res, "User unbanned");
 }

@@ -6,7 +6,6 @@
 #include "audit.h"
 #include "handlers/handlers.h"
 #include "jsonx.h"
-#include "pg.h"
 #include "text.h"
 #include "users.h"
 #include "worker.h"
@@ -14,9 +13,9 @@
 void h_audit_list(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	struct json_object *items = NULL;
 	const char *action;
 	long limit, offset, total = 0;
-	PGresult *r = NULL;
 	int rc;
 
 	(void)m;
@@ -24,12 +23,11 @@ void h_audit_list(struct app *app, struct http_request *req, struct http_respons
 	    h_query_long(req, res, "offset", 0, 0, 1000000000, &offset) < 0 ||
 	    h_query_str(req, res, "action", 64, &action) < 0)
 		return;
-	if ((rc = audit_list(app->pg, action, limit, offset, &r, &total)) != PG_OK) {
-		h_pg_error(res, rc);
+	if ((rc = audit_list(app->pg, action, limit, offset, &items, &total)) != BLOQR_OK) {
+		h_error(res, rc);
 		return;
 	}
-	h_reply_page(res, r, "entries", audit_to_json, total, limit, offset);
-	PQclear(r);
+	h_reply_list(res, "entries", items, total, limit, offset);
 }
 
 /* An inclusive upper bound means the whole unit it is written in: "…:31Z"
@@ -99,9 +97,9 @@ void h_audit_items(struct app *app, struct http_request *req, struct http_respon
     const struct route_match *m)
 {
 	struct audit_filter f = { 0 };
+	struct json_object *items = NULL;
 	const char *actor;
 	long limit, offset, total = 0;
-	PGresult *r = NULL;
 	int rc;
 
 	(void)m;
@@ -118,10 +116,9 @@ void h_audit_items(struct app *app, struct http_request *req, struct http_respon
 		f.actor_id = actor;
 	else
 		f.actor_email = actor;
-	if ((rc = audit_items(app->pg, &f, limit, offset, &r, &total)) != PG_OK) {
-		h_pg_error(res, rc);
+	if ((rc = audit_items(app->pg, &f, limit, offset, &items, &total)) != BLOQR_OK) {
+		h_error(res, rc);
 		return;
 	}
-	h_reply_page(res, r, "items", audit_item_to_json, total, limit, offset);
-	PQclear(r);
+	h_reply_list(res, "items", items, total, limit, offset);
 }

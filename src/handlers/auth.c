@@ -2,6 +2,7 @@
  * and the dashboard's Better Auth shaped twins (CONTRACT §7):
  * POST /api/auth/sign-in/email and GET /api/auth/get-session. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "auth.h"
@@ -28,10 +29,10 @@ static void set_cookie(struct app *app, struct http_response *res, const char *t
 static void sign_in(struct app *app, struct http_request *req, struct http_response *res, bool better_auth)
 {
 	struct json_object *body, *out = NULL, *user = NULL;
-	const char *email, *password, *hash;
-	char err[256], token[AUTH_TOKEN_LEN + 1], retry[24];
-	PGresult *r = NULL;
-	bool locked, ok;
+	const char *email, *password;
+	char err[256], token[AUTH_TOKEN_LEN + 1], retry[24], *hash = NULL;
+	struct user u = { 0 };
+	bool locked, ok, found;
 	long retry_after;
 	int rc;
 
@@ -52,9 +53,9 @@ static void sign_in(struct app *app, struct http_request *req, struct http_respo
 
 	/* One transaction: the per-email lock makes check-verify-record atomic
 	 * across workers and hosts. */
-	if ((rc = pg_begin(app->pg)) != PG_OK ||
-	    (rc = auth_signin_lock(app->pg, email)) != PG_OK ||
-	    (rc = auth_attempts_check(app->pg, email, req->remote_addr, &locked, &retry_after)) != PG_OK)
+	if ((rc = pg_begin(app->pg)) != BLOQR_OK ||
+	    (rc = auth_signin_lock(app->pg, email)) != BLOQR_OK ||
+	    (rc = auth_attempts_check(app->pg, email, req->remote_addr, &locked, &retry_after)) != BLOQR_OK)
 		goto db_fail;
 	if (locked) {
 		pg_rollback(app->pg);
@@ -63,41 +64,42 @@ static void sign_in(struct app *app, struct http_request *req, struct http_respo
 		http_header(res, "Retry-After", retry);
 		goto out;
 	}
-	if ((rc = users_signin_lookup(app->pg, email, &r)) != PG_OK)
+	rc = users_signin_lookup(app->pg, email, &u, &hash);
+	if (rc != BLOQR_OK && rc != BLOQR_ENOTFOUND)
 		goto db_fail;
-	hash = PQntuples(r) == 1 && !PQgetisnull(r, 0, USERS_NCOLUMNS) ? PQgetvalue(r, 0, USERS_NCOLUMNS) : NULL;
-	if (hash)
+	found = rc == BLOQR_OK;
+	if (found && hash)
 		ok = auth_password_verify(hash, password);
 	else {
 		auth_password_dummy(password);
 		ok = false;
 	}
 	if (!ok) {
-		if ((rc = auth_attempt_record(app->pg, email, req->remote_addr, false)) != PG_OK ||
-		    (rc = pg_commit(app->pg)) != PG_OK)
+		if ((rc = auth_attempt_record(app->pg, email, req->remote_addr, false)) != BLOQR_OK ||
+		    (rc = pg_commit(app->pg)) != BLOQR_OK)
 			goto db_fail;
 		http_error(res, 401, bad_credentials);
 		goto out;
 	}
-	if (PQgetvalue(r, 0, USERS_NCOLUMNS + 1)[0] == 't') {
+	if (u.ban_active) {
 		pg_rollback(app->pg);
 		http_error(res, 403, "This account is banned");
 		goto out;
 	}
-	rc = auth_credential_create(app->pg, PQgetvalue(r, 0, 0), AUTH_KIND_SESSION, AUTH_SESSION_TTL_S,
+	rc = auth_credential_create(app->pg, u.id, AUTH_KIND_SESSION, AUTH_SESSION_TTL_S,
 	    NULL, req->remote_addr, http_param(req, "HTTP_USER_AGENT"), token);
-	if (rc == PG_EINPUT) {
+	if (rc == BLOQR_EINPUT) {
 		/* Banned between the lookup and the insert. */
 		pg_rollback(app->pg);
 		http_error(res, 403, "This account is banned");
 		goto out;
 	}
-	if (rc != PG_OK || (rc = auth_attempt_record(app->pg, email, req->remote_addr, true)) != PG_OK ||
-	    (rc = pg_commit(app->pg)) != PG_OK)
+	if (rc != BLOQR_OK || (rc = auth_attempt_record(app->pg, email, req->remote_addr, true)) != BLOQR_OK ||
+	    (rc = pg_commit(app->pg)) != BLOQR_OK)
 		goto db_fail;
 
 	out = h_success();
-	user = users_to_json(r, 0);
+	user = users_to_json(&u);
 	if (out == NULL || user == NULL) {
 		json_object_put(user);
 		json_object_put(out);
@@ -116,10 +118,13 @@ static void sign_in(struct app *app, struct http_request *req, struct http_respo
 	goto out;
 db_fail:
 	pg_rollback(app->pg);
-	h_pg_error(res, rc);
+	h_error(res, rc);
 out:
 	sodium_memzero(token, sizeof token);
-	PQclear(r);
+	if (hash)
+		sodium_memzero(hash, strlen(hash));
+	free(hash);
+	users_free(&u);
 	json_object_put(body);
 }
 
@@ -143,8 +148,8 @@ void h_sign_out(struct app *app, struct http_request *req, struct http_response 
 	int rc;
 
 	(void)req; (void)m;
-	if ((rc = auth_credential_revoke(app->pg, &app->who)) != PG_OK) {
-		h_pg_error(res, rc);
+	if ((rc = auth_credential_revoke(app->pg, &app->who)) != BLOQR_OK) {
+		h_error(res, rc);
 		return;
 	}
 	auth_forget(app->cache, &app->who);
@@ -157,22 +162,21 @@ void h_session(struct app *app, struct http_request *req, struct http_response *
     const struct route_match *m)
 {
 	struct json_object *out, *user;
-	PGresult *r = NULL;
+	struct user u;
 	int rc;
 
 	(void)req; (void)m;
-	if ((rc = users_get(app->pg, app->who.user_id, &r)) != PG_OK) {
-		h_pg_error(res, rc);
-		return;
-	}
-	if (PQntuples(r) != 1) {
-		PQclear(r);
+	if ((rc = users_get(app->pg, app->who.user_id, &u)) == BLOQR_ENOTFOUND) {
 		http_error(res, 401, "Invalid or expired credentials");
 		return;
 	}
+	if (rc != BLOQR_OK) {
+		h_error(res, rc);
+		return;
+	}
 	out = h_success();
-	user = users_to_json(r, 0);
-	PQclear(r);
+	user = users_to_json(&u);
+	users_free(&u);
 	if (out == NULL || user == NULL) {
 		json_object_put(user);
 		json_object_put(out);
@@ -219,8 +223,8 @@ void h_get_session(struct app *app, struct http_request *req, struct http_respon
 	char created[AUTH_TIME_LEN], expires[AUTH_TIME_LEN];
 	const char *tok;
 	enum auth_via via;
-	PGresult *r = NULL;
-	bool found;
+	struct user u;
+	bool found = false;
 	int rc;
 
 	(void)m;
@@ -241,19 +245,22 @@ void h_get_session(struct app *app, struct http_request *req, struct http_respon
 	}
 	if (app->who.banned)
 		goto signed_out;
-	if ((rc = users_get(app->pg, app->who.user_id, &r)) != PG_OK ||
-	    (rc = auth_credential_times(app->pg, &app->who, &found, created, expires)) != PG_OK) {
-		PQclear(r);
-		h_pg_error(res, rc);
+	rc = users_get(app->pg, app->who.user_id, &u);
+	if (rc == BLOQR_ENOTFOUND)
+		goto signed_out;
+	if (rc != BLOQR_OK || (rc = auth_credential_times(app->pg, &app->who, &found, created, expires)) != BLOQR_OK) {
+		if (rc != BLOQR_OK)
+			users_free(&u);
+		h_error(res, rc);
 		return;
 	}
-	if (PQntuples(r) != 1 || !found) {
-		PQclear(r);
+	if (!found) {
+		users_free(&u);
 		goto signed_out;
 	}
 	tok = auth_presented_token(req, &via);
-	full = users_to_json(r, 0);
-	PQclear(r);
+	full = users_to_json(&u);
+	users_free(&u);
 	if (full == NULL || (user = session_user(full)) == NULL || (out = json_object_new_object()) == NULL ||
 	    (sess = json_object_new_object()) == NULL)
 		goto oom;

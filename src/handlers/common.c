@@ -5,8 +5,8 @@
 
 #include "handlers/handlers.h"
 #include "jsonx.h"
-#include "pg.h"
 #include "text.h"
+#include "worker.h"
 
 void h_json(struct http_response *res, int status, struct json_object *obj)
 {
@@ -29,23 +29,42 @@ void h_json(struct http_response *res, int status, struct json_object *obj)
 	json_object_put(obj);
 }
 
-void h_pg_error(struct http_response *res, int err)
+void h_error(struct http_response *res, int err)
 {
 	switch (err) {
-	case PG_EUNAVAIL:
+	case BLOQR_EUNAVAIL:
 		http_error(res, 503, "Database unavailable, try again shortly");
 		http_header(res, "Retry-After", "5");
 		break;
-	case PG_EINPUT:
+	case BLOQR_EINPUT:
 		http_error(res, 400, "A value was refused by the database");
 		break;
-	case PG_ECONFLICT:
+	case BLOQR_ECONFLICT:
 		http_error(res, 409, "Conflicts with existing data");
+		break;
+	case BLOQR_ENOTFOUND:
+		http_error(res, 404, "Not found");
+		break;
+	case BLOQR_ENOMEM:
+		http_error(res, 500, "Out of memory");
+		break;
+	case BLOQR_ECACHE:
+		http_error(res, 500, "The L1 cache is unusable on this host");
 		break;
 	default:
 		http_error(res, 500, "Internal error");
 		break;
 	}
+}
+
+struct store h_store(struct app *app, const struct http_request *req)
+{
+	return (struct store){
+		.pg = app->pg, .cache = app->cache,
+		.actor_id = app->who.user_id[0] ? app->who.user_id : NULL,
+		.request_id = req->request_id,
+		.ip = req->remote_addr && req->remote_addr[0] ? req->remote_addr : NULL,
+	};
 }
 
 struct json_object *h_body_object(const struct http_request *req, struct http_response *res)
@@ -116,20 +135,13 @@ int h_query_str(const struct http_request *req, struct http_response *res, const
 	return 0;
 }
 
-void h_reply_page(struct http_response *res, const PGresult *r, const char *key, h_row_fn fn,
+void h_reply_list(struct http_response *res, const char *key, struct json_object *arr,
     long total, long limit, long offset)
 {
-	struct json_object *o = h_success(), *arr = json_object_new_array();
+	struct json_object *o = h_success();
 
 	if (o == NULL || arr == NULL)
 		goto oom;
-	for (int i = 0; i < PQntuples(r); i++) {
-		struct json_object *e = fn(r, i);
-		if (e == NULL || json_object_array_add(arr, e) < 0) {
-			json_object_put(e);
-			goto oom;
-		}
-	}
 	if (jsonx_add(o, key, arr) < 0) {
 		arr = NULL;
 		goto oom;
@@ -161,4 +173,22 @@ void h_reply_raw(struct http_response *res, int status, const char *name, const 
 	}
 	res->status = status;
 	res->content_type = NULL;
+}
+
+long h_list_limit(const struct http_request *req)
+{
+	const char *v;
+	long n = 0;
+
+	if (http_query_get(req, "limit", &v) <= 0 || v[0] == '\0')
+		return H_LIST_LIMIT_DEFAULT;
+	for (const char *p = v; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return H_LIST_LIMIT_DEFAULT;
+		if (n <= H_LIST_LIMIT_MAX)   /* stop growing: any longer number is "too big" */
+			n = n * 10 + (*p - '0');
+	}
+	if (n < 1)
+		return H_LIST_LIMIT_DEFAULT;
+	return n > H_LIST_LIMIT_MAX ? H_LIST_LIMIT_MAX : n;
 }

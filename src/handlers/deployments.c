@@ -6,16 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "audit.h"
 #include "cache.h"
 #include "deployments.h"
 #include "handlers/handlers.h"
 #include "jsonx.h"
-#include "pg.h"
 #include "worker.h"
 
-#define LIST_LIMIT_DEFAULT 50
-#define LIST_LIMIT_MAX 1000
 #define FILTER_MAX 200
 /* Bodies are our own JSON, but metadata written with psql may nest deeper
  * than a request body could. */
@@ -54,14 +50,6 @@ static struct json_object *parse_body(const char *s, size_t n)
 	return o;
 }
 
-/* The latest successful deployment's body into out (*found = 0 when none). */
-static int latest_success(struct app *app, struct buf *out, long *found, enum cache_outcome *how)
-{
-	const struct cache_filter f[] = { { "status", "success" } };
-
-	return cache_list(app->cache, app->pg, CACHE_DEPLOYMENTS, f, 1, 1, deployments_pg_list,
-	    out, found, how);
-}
 
 /* ------------------------------------------------------ GET /api/version -- */
 
@@ -70,16 +58,16 @@ void h_version(struct app *app, struct http_request *req, struct http_response *
 {
 	static const char *const fields[] = { "version", "buildNumber", "fullVersion", "gitCommit",
 		"gitBranch", "deployedAt", "deployedBy", "status", "metadata" };
+	const struct store st = h_store(app, req);
 	struct json_object *o = NULL, *d = NULL, *v;
 	struct buf one = BUF_INIT;
 	enum cache_outcome how = CACHE_BYPASS;
 	long n = 0;
 	int rc;
 
-	(void)req;
 	(void)m;
-	if ((rc = latest_success(app, &one, &n, &how)) != 0) {
-		h_pg_error(res, rc);
+	if ((rc = deployments_latest(&st, &one, &n, &how)) != 0) {
+		h_error(res, rc);
 		goto out;
 	}
 	if (one.oom || (o = h_success()) == NULL || jsonx_add_str(o, "name", "bloqr-backend") < 0)
@@ -112,54 +100,27 @@ out:
 
 /* -------------------------------------------------- GET /api/deployments -- */
 
-/* ?limit as the contract wants it: absent, non-numeric or < 1 → the
- * default, above the maximum → the maximum (never a 400). */
-static long list_limit(const struct http_request *req)
-{
-	const char *v;
-	long n = 0;
-
-	if (http_query_get(req, "limit", &v) <= 0 || v[0] == '\0')
-		return LIST_LIMIT_DEFAULT;
-	for (const char *p = v; *p; p++) {
-		if (*p < '0' || *p > '9')
-			return LIST_LIMIT_DEFAULT;
-		if (n <= LIST_LIMIT_MAX)   /* stop growing: any longer number is "too big" */
-			n = n * 10 + (*p - '0');
-	}
-	if (n < 1)
-		return LIST_LIMIT_DEFAULT;
-	return n > LIST_LIMIT_MAX ? LIST_LIMIT_MAX : n;
-}
-
 void h_deployments_list(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	const char *version, *status, *branch;
-	struct cache_filter f[3];
 	enum cache_outcome how = CACHE_BYPASS;
-	long limit = list_limit(req), n = 0;
-	int nf = 0, rc;
+	long limit = h_list_limit(req), n = 0;
+	int rc;
 
 	(void)m;
 	if (h_query_str(req, res, "version", FILTER_MAX, &version) < 0 ||
 	    h_query_str(req, res, "status", FILTER_MAX, &status) < 0 ||
 	    h_query_str(req, res, "branch", FILTER_MAX, &branch) < 0)
 		return;
-	if (version)
-		f[nf++] = (struct cache_filter){ "version", version };
-	if (status)
-		f[nf++] = (struct cache_filter){ "status", status };
-	if (branch)
-		f[nf++] = (struct cache_filter){ "git_branch", branch };
 	/* The hot path: the cached bodies are copied straight into the
 	 * response between a fixed head and tail, never parsed. */
 	buf_reset(&res->body);
 	buf_puts(&res->body, "{\"success\":true,\"deployments\":[");
-	rc = cache_list(app->cache, app->pg, CACHE_DEPLOYMENTS, f, nf, limit, deployments_pg_list,
-	    &res->body, &n, &how);
+	rc = deployments_list(&st, version, status, branch, limit, &res->body, &n, &how);
 	if (rc != 0) {
-		h_pg_error(res, rc);
+		h_error(res, rc);
 		return;
 	}
 	buf_printf(&res->body, "],\"count\":%ld}", n);
@@ -177,29 +138,24 @@ void h_deployments_list(struct app *app, struct http_request *req, struct http_r
 void h_deployments_stats(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	static const struct cache_filter ok_f[] = { { "status", "success" } };
-	static const struct cache_filter failed_f[] = { { "status", "failed" } };
+	const struct store st = h_store(app, req);
 	struct json_object *o = NULL, *d = NULL, *fv = NULL;
 	struct buf one = BUF_INIT;
 	enum cache_outcome how = CACHE_HIT, h;
 	long total = 0, ok = 0, failed = 0, n = 0;
 	int rc;
 
-	(void)req;
 	(void)m;
-	if ((rc = cache_count(app->cache, app->pg, CACHE_DEPLOYMENTS, NULL, 0, deployments_pg_count,
-	    &total, &h)) != 0)
+	if ((rc = deployments_count(&st, NULL, &total, &h)) != 0)
 		goto pg_fail;
 	how = worst(how, h);
-	if ((rc = cache_count(app->cache, app->pg, CACHE_DEPLOYMENTS, ok_f, 1, deployments_pg_count,
-	    &ok, &h)) != 0)
+	if ((rc = deployments_count(&st, "success", &ok, &h)) != 0)
 		goto pg_fail;
 	how = worst(how, h);
-	if ((rc = cache_count(app->cache, app->pg, CACHE_DEPLOYMENTS, failed_f, 1, deployments_pg_count,
-	    &failed, &h)) != 0)
+	if ((rc = deployments_count(&st, "failed", &failed, &h)) != 0)
 		goto pg_fail;
 	how = worst(how, h);
-	if ((rc = latest_success(app, &one, &n, &h)) != 0)
+	if ((rc = deployments_latest(&st, &one, &n, &h)) != 0)
 		goto pg_fail;
 	how = worst(how, h);
 	if (one.oom)
@@ -226,7 +182,7 @@ void h_deployments_stats(struct app *app, struct http_request *req, struct http_
 	http_header(res, "X-Cache", cache_outcome_name(how));
 	goto out;
 pg_fail:
-	h_pg_error(res, rc);
+	h_error(res, rc);
 	goto out;
 oom:
 	http_error(res, 500, "Out of memory");
@@ -238,31 +194,6 @@ out:
 }
 
 /* -------------------------------------------------------------- writes -- */
-
-struct audit_ctx {
-	struct app *app;
-	const struct http_request *req;
-	const char *action;
-};
-
-/* deployments_tx_fn: the audit row, in the change's transaction. */
-static int audit_tx(struct pg *pg, const struct cache_row *row, void *ctx)
-{
-	const struct audit_ctx *a = ctx;
-	const char *actor = a->app->who.user_id[0] ? a->app->who.user_id : NULL;
-	struct json_object *details = json_object_new_object();
-	int rc;
-
-	if (details) {
-		jsonx_add_str(details, "id", row->key);
-		jsonx_add_str(details, "status", row->cols[DEPLOY_COL_STATUS]);
-	}
-	rc = audit_write(pg, actor, a->action, row->cols[DEPLOY_COL_FULL_VERSION], a->req->request_id,
-	    a->req->remote_addr, details);
-	json_object_put(details);
-	return rc;
-}
-
 
 /* A required text field: present, a string, valid per deployments_text_valid. */
 static int required_text(struct json_object *body, const char *field, size_t max, const char **out,
@@ -350,11 +281,10 @@ static int parse_deployment(struct json_object *body, struct deployment_in *in, 
 void h_deployments_create(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	struct audit_ctx a = { app, req, "deployment.create" };
+	const struct store st = h_store(app, req);
 	struct cache_row row = { 0 };
 	struct deployment_in in;
 	struct json_object *body;
-	uint64_t gen;
 	char err[256];
 	int rc;
 
@@ -365,17 +295,13 @@ void h_deployments_create(struct app *app, struct http_request *req, struct http
 		http_error(res, 400, "%s", err);
 		goto out;
 	}
-	/* Read before the write: an invalidation in between makes
-	 * cache_written drop the row rather than store what may be old. */
-	gen = cache_gen(app->cache, CACHE_DEPLOYMENTS);
-	if ((rc = deployments_record(app->pg, &in, audit_tx, &a, &row)) != PG_OK) {
-		if (rc == PG_ECONFLICT)
+	if ((rc = deployments_record(&st, &in, &row)) != BLOQR_OK) {
+		if (rc == BLOQR_ECONFLICT)
 			http_error(res, 409, "A deployment with this full version already exists");
 		else
-			h_pg_error(res, rc);
+			h_error(res, rc);
 		goto out;
 	}
-	cache_written(app->cache, CACHE_DEPLOYMENTS, &row, gen);
 	h_reply_raw(res, 201, "deployment", row.body);
 out:
 	cache_row_free(&row);
@@ -385,25 +311,21 @@ out:
 void h_deployments_rollback(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	struct audit_ctx a = { app, req, "deployment.rollback" };
+	const struct store st = h_store(app, req);
 	struct cache_row row = { 0 };
 	const char *fv = m->params[0];
-	uint64_t gen;
 	int rc;
 
 	if (fv == NULL || fv[0] == '\0') {
 		http_error(res, 404, "Deployment not found");
 		return;
 	}
-	gen = cache_gen(app->cache, CACHE_DEPLOYMENTS);
-	rc = deployments_rollback(app->pg, fv, audit_tx, &a, &row);
-	if (rc < 0) {
-		h_pg_error(res, rc);
-	} else if (rc == 0) {
+	rc = deployments_rollback(&st, fv, &row);
+	if (rc == BLOQR_ENOTFOUND)
 		http_error(res, 404, "Deployment not found");
-	} else {
-		cache_written(app->cache, CACHE_DEPLOYMENTS, &row, gen);
+	else if (rc != BLOQR_OK)
+		h_error(res, rc);
+	else
 		h_reply_raw(res, 200, "deployment", row.body);
-	}
 	cache_row_free(&row);
 }

@@ -4,10 +4,11 @@
 #define BLOQR_HANDLERS_H
 
 #include <json.h>
-#include <libpq-fe.h>
 
+#include "err.h"
 #include "http.h"
 #include "router.h"
+#include "store.h"
 
 struct app;
 
@@ -65,8 +66,12 @@ void h_audit_items(struct app *, struct http_request *, struct http_response *, 
 /* Serialize obj as the response body with the given status; frees obj.
  * A NULL obj (allocation failed upstream) becomes a 500. */
 void h_json(struct http_response *res, int status, struct json_object *obj);
-/* The response for a failed database call (enum pg_err). */
-void h_pg_error(struct http_response *res, int err);
+/* The response for a failed call (enum bloqr_err): the one place the
+ * library's errors become HTTP statuses. */
+void h_error(struct http_response *res, int err);
+/* The store context of this request: the worker's database and cache, and
+ * the signed-in actor, request id and client address for audit rows. */
+struct store h_store(struct app *app, const struct http_request *req);
 /* The request body as a JSON object, or NULL with a 400 already set. */
 struct json_object *h_body_object(const struct http_request *req, struct http_response *res);
 /* A new {"success":true} object, NULL when out of memory. */
@@ -77,6 +82,11 @@ void h_message(struct http_response *res, const char *msg);
  * 400 set when malformed or out of range. */
 int h_query_long(const struct http_request *req, struct http_response *res, const char *name,
     long def, long min, long max, long *out);
+/* ?limit of the public lists (deployments, compilations), as the contract
+ * wants it: absent, non-numeric or < 1 → 50, above 1000 → 1000; never a 400. */
+#define H_LIST_LIMIT_DEFAULT 50
+#define H_LIST_LIMIT_MAX 1000
+long h_list_limit(const struct http_request *req);
 /* Query parameter as text (NULL when absent or empty); -1 with a 400 set
  * when malformed or too long. */
 int h_query_str(const struct http_request *req, struct http_response *res, const char *name,
@@ -84,11 +94,9 @@ int h_query_str(const struct http_request *req, struct http_response *res, const
 /* status {"success":true,"<name>":obj} where obj is JSON text already (a
  * cached body): copied, never parsed. */
 void h_reply_raw(struct http_response *res, int status, const char *name, const char *obj);
-/* One API object from row i of a result. */
-typedef struct json_object *(*h_row_fn)(const PGresult *r, int i);
-/* 200 {success, <key>:[fn(row)…], total, limit, offset} (a negative number
- * leaves its field out). */
-void h_reply_page(struct http_response *res, const PGresult *r, const char *key, h_row_fn fn,
+/* 200 {success, <key>: arr, total, limit, offset} (a negative number
+ * leaves its field out). Takes arr; NULL (out of memory upstream) is a 500. */
+void h_reply_list(struct http_response *res, const char *key, struct json_object *arr,
     long total, long limit, long offset);
 
 #endif

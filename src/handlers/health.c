@@ -37,7 +37,7 @@ void h_health(struct app *app, struct http_request *req, struct http_response *r
 	char ts[25];
 
 	(void)req; (void)m;
-	db = pg_ping(app->pg, &db_ms) == PG_OK ? HEALTHY : DOWN;
+	db = pg_ping(app->pg, &db_ms) == BLOQR_OK ? HEALTHY : DOWN;
 	if (!cache_enabled(app->cache)) {
 		cache = DEGRADED;
 		cache_msg = "L1 cache disabled: reads go to PostgreSQL";

@@ -9,7 +9,6 @@
 #include "cache.h"
 #include "handlers/handlers.h"
 #include "jsonx.h"
-#include "pg.h"
 #include "storage.h"
 #include "text.h"
 #include "worker.h"
@@ -34,134 +33,6 @@ static const char *storage_key(const struct route_match *m, struct http_response
 		return NULL;
 	}
 	return key;
-}
-
-static size_t skip_ws(const char *s, size_t n, size_t i)
-{
-	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
-		i++;
-	return i;
-}
-
-/* Skip the JSON string starting at s[i] == '"'; returns the index after it. */
-static size_t skip_string(const char *s, size_t n, size_t i)
-{
-	for (i++; i < n; i++) {
-		if (s[i] == '\\')
-			i++;
-		else if (s[i] == '"')
-			return i + 1;
-	}
-	return n;
-}
-
-/* Skip the JSON value starting at s[i]; returns the index after it. */
-static size_t skip_value(const char *s, size_t n, size_t i)
-{
-	int depth = 0;
-
-	do {
-		if (i >= n)
-			return n;
-		if (s[i] == '"') {
-			i = skip_string(s, n, i);
-		} else if (s[i] == '{' || s[i] == '[') {
-			depth++;
-			i++;
-		} else if (s[i] == '}' || s[i] == ']') {
-			depth--;
-			i++;
-		} else if (depth == 0) {
-			/* a number or literal: up to the next delimiter */
-			while (i < n && s[i] && !strchr(",}] \t\r\n", s[i]))
-				i++;
-		} else {
-			i++;
-		}
-	} while (depth > 0);
-	return i;
-}
-
-static int hexval(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
-	    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* Whether the JSON string body s[0..n) (between the quotes) decodes to
- * the ASCII name; escapes are honoured ("\u0064ata" is "data"). */
-static bool name_is(const char *s, size_t n, const char *name)
-{
-	size_t i = 0;
-
-	for (; i < n; name++) {
-		int c = (unsigned char)s[i++];
-
-		if (c == '\\' && i < n) {
-			c = s[i++];
-			switch (c) {
-			case 'b': c = '\b'; break;
-			case 'f': c = '\f'; break;
-			case 'n': c = '\n'; break;
-			case 'r': c = '\r'; break;
-			case 't': c = '\t'; break;
-			case 'u':
-				if (i + 4 > n)
-					return false;
-				c = 0;
-				for (int k = 0; k < 4; k++)
-					c = c * 16 + hexval(s[i++]);
-				break;
-			default: break;   /* \" \\ \/ stand for themselves */
-			}
-		}
-		if (*name == '\0' || c != (unsigned char)*name)
-			return false;
-	}
-	return *name == '\0';
-}
-
-/* The exact text of the top-level member `name` of the JSON object s[0..n),
- * which jsonx_parse_object has already validated. json-c would print the
- * value again in its own way (1.50 as 1.5, escapes, spacing); data is
- * returned as given, so it is stored from the request's own bytes. Like
- * json-c, the last of duplicate members wins. Returns false when absent. */
-static bool raw_member(const char *s, size_t n, const char *name, size_t *off, size_t *len)
-{
-	bool found = false;
-	size_t i = 0;
-
-	i = skip_ws(s, n, i);
-	if (i >= n || s[i] != '{')
-		return false;
-	i++;
-	for (;;) {
-		size_t k0, k1, v0;
-
-		i = skip_ws(s, n, i);
-		if (i >= n || s[i] != '"')
-			break;   /* '}' of an empty object */
-		k0 = i + 1;
-		i = skip_string(s, n, i);
-		k1 = i - 1;
-		i = skip_ws(s, n, i);
-		if (i >= n || s[i] != ':')
-			break;
-		i++;
-		i = skip_ws(s, n, i);
-		v0 = i;
-		i = skip_value(s, n, i);
-		if (name_is(s + k0, k1 - k0, name)) {
-			*off = v0;
-			*len = i - v0;
-			found = true;
-		}
-		i = skip_ws(s, n, i);
-		if (i >= n || s[i] != ',')
-			break;
-		i++;
-	}
-	return found;
 }
 
 /* An optional ISO-8601 time field: 0 absent/null, 1 valid, -1 with a 400. */
@@ -257,24 +128,19 @@ static int get_tags(struct json_object *body, const char **out, struct http_resp
 /* A refused write: 400 naming the field, or the usual database answer. */
 static void write_error(struct http_response *res, int rc, const char *field)
 {
-	if (rc == PG_EINPUT && field && !strcmp(field, "expiresAt"))
+	if (rc == BLOQR_EINPUT && field && !strcmp(field, "expiresAt"))
 		http_error(res, 400, "Field 'expiresAt' must be a valid ISO-8601 time");
-	else if (rc == PG_EINPUT && field)
+	else if (rc == BLOQR_EINPUT && field)
 		http_error(res, 400, "Field '%s' was refused by the database", field);
 	else
-		h_pg_error(res, rc);
+		h_error(res, rc);
 }
 
 /* A read through the cache: 200 {success, entry}, 404, or the error. */
-static void get_entry(struct app *app, struct http_response *res, enum cache_tbl t, const char *key,
-    const char *what)
+static void reply_entry(struct http_response *res, int rc, char *body, enum cache_outcome how, const char *what)
 {
-	enum cache_outcome how = CACHE_BYPASS;
-	char *body = NULL;
-	int rc = cache_get(app->cache, app->pg, t, key, &body, &how);
-
 	if (rc < 0)
-		h_pg_error(res, rc);
+		h_error(res, rc);
 	else if (body == NULL)
 		http_error(res, 404, "%s not found", what);
 	else
@@ -288,30 +154,35 @@ static void get_entry(struct app *app, struct http_response *res, enum cache_tbl
 void h_storage_get(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	const char *key = storage_key(m, res);
+	enum cache_outcome how = CACHE_BYPASS;
+	char *body = NULL;
+	int rc;
 
-	(void)req;
-	if (key)
-		get_entry(app, res, CACHE_STORAGE, key, "Storage entry");
+	if (key == NULL)
+		return;
+	rc = storage_get(&st, key, &body, &how);
+	reply_entry(res, rc, body, how, "Storage entry");
 }
 
 void h_storage_put(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	const char *key = storage_key(m, res), *expires = NULL, *tags = NULL, *field = NULL;
 	struct cache_row row = { 0 };
 	struct json_object *body = NULL;
 	char *data;
 	size_t off, len;
 	bool created;
-	uint64_t gen;
 	int rc;
 
 	if (key == NULL || (body = h_body_object(req, res)) == NULL)
 		return;
 	/* A JSON null is a value like any other; only a missing field is not. */
 	if (!json_object_object_get_ex(body, "data", NULL) ||
-	    !raw_member(req->body, req->body_len, "data", &off, &len)) {
+	    !jsonx_raw_member(req->body, req->body_len, "data", &off, &len)) {
 		http_error(res, 400, "Field 'data' is required");
 		goto out;
 	}
@@ -321,13 +192,11 @@ void h_storage_put(struct app *app, struct http_request *req, struct http_respon
 		http_error(res, 500, "Out of memory");
 		goto out;
 	}
-	gen = cache_gen(app->cache, CACHE_STORAGE);
-	rc = storage_put(app->pg, key, data, expires, tags, &row, &created, &field);
-	if (rc != PG_OK) {
+	rc = storage_put(&st, key, data, expires, tags, &row, &created, &field);
+	if (rc != BLOQR_OK) {
 		write_error(res, rc, field);
 		goto out;
 	}
-	cache_written(app->cache, CACHE_STORAGE, &row, gen);
 	h_reply_raw(res, created ? 201 : 200, "entry", row.body);
 out:
 	cache_row_free(&row);
@@ -337,23 +206,21 @@ out:
 void h_storage_delete(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	const char *key = storage_key(m, res);
 	struct cache_row row = { 0 };
 	bool expired;
 	int rc;
 
-	(void)req;
 	if (key == NULL)
 		return;
-	rc = storage_delete(app->pg, key, &row, &expired);
-	if (rc < 0) {
-		h_pg_error(res, rc);
+	rc = storage_delete(&st, key, &row, &expired);
+	if (rc != BLOQR_OK && rc != BLOQR_ENOTFOUND) {
+		h_error(res, rc);
 		goto out;
 	}
-	if (rc > 0)
-		cache_deleted(app->cache, CACHE_STORAGE, key);
 	/* An expired entry was already gone as far as readers could tell. */
-	if (rc == 0 || expired)
+	if (rc == BLOQR_ENOTFOUND || expired)
 		http_error(res, 404, "Storage entry not found");
 	else
 		h_reply_raw(res, 200, "entry", row.body);
@@ -366,7 +233,11 @@ out:
 void h_filter_get(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
+	enum cache_outcome how = CACHE_BYPASS;
 	const char *source;
+	char *body = NULL;
+	int rc;
 
 	(void)m;
 	if (h_query_str(req, res, "source", STORAGE_SOURCE_MAX, &source) < 0)
@@ -375,18 +246,19 @@ void h_filter_get(struct app *app, struct http_request *req, struct http_respons
 		http_error(res, 400, "Query parameter 'source' is required");
 		return;
 	}
-	get_entry(app, res, CACHE_FILTERS, source, "Filter cache entry");
+	rc = storage_filter_get(&st, source, &body, &how);
+	reply_entry(res, rc, body, how, "Filter cache entry");
 }
 
 void h_filter_put(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	const char *source, *content, *hash, *etag = NULL, *expires = NULL, *field = NULL;
 	struct cache_row row = { 0 };
 	struct json_object *body;
 	char err[256];
 	bool created;
-	uint64_t gen;
 	int rc;
 
 	(void)m;
@@ -404,13 +276,11 @@ void h_filter_put(struct app *app, struct http_request *req, struct http_respons
 	    get_optional(body, "etag", STORAGE_ETAG_MAX, &etag, res) < 0 ||
 	    get_time(body, "expiresAt", &expires, res) < 0)
 		goto out;
-	gen = cache_gen(app->cache, CACHE_FILTERS);
-	rc = storage_filter_put(app->pg, source, content, hash, etag, expires, &row, &created, &field);
-	if (rc != PG_OK) {
+	rc = storage_filter_put(&st, source, content, hash, etag, expires, &row, &created, &field);
+	if (rc != BLOQR_OK) {
 		write_error(res, rc, field);
 		goto out;
 	}
-	cache_written(app->cache, CACHE_FILTERS, &row, gen);
 	h_reply_raw(res, created ? 201 : 200, "entry", row.body);
 out:
 	cache_row_free(&row);
@@ -423,12 +293,12 @@ void h_compilations_create(struct app *app, struct http_request *req, struct htt
     const struct route_match *m)
 {
 	static const char *const counts[] = { "sourceCount", "ruleCount", "duration" };
+	const struct store st = h_store(app, req);
 	const char *name, *path = NULL;
 	struct cache_row row = { 0 };
 	struct json_object *body;
 	long long n[3];
 	char err[256];
-	uint64_t gen;
 	int rc;
 
 	(void)m;
@@ -447,13 +317,11 @@ void h_compilations_create(struct app *app, struct http_request *req, struct htt
 	}
 	if (get_optional(body, "outputPath", STORAGE_OUTPUT_PATH_MAX, &path, res) < 0)
 		goto out;
-	gen = cache_gen(app->cache, CACHE_COMPILATIONS);
-	rc = storage_compilation_create(app->pg, name, n[0], n[1], n[2], path, &row);
-	if (rc != PG_OK) {
-		h_pg_error(res, rc);
+	rc = storage_compilation_create(&st, name, n[0], n[1], n[2], path, &row);
+	if (rc != BLOQR_OK) {
+		h_error(res, rc);
 		goto out;
 	}
-	cache_written(app->cache, CACHE_COMPILATIONS, &row, gen);
 	h_reply_raw(res, 201, "compilation", row.body);
 out:
 	cache_row_free(&row);
@@ -463,25 +331,19 @@ out:
 void h_compilations_list(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
+	const struct store st = h_store(app, req);
 	enum cache_outcome how = CACHE_BYPASS;
-	struct cache_filter f = { "config_name", NULL };
 	struct buf out = BUF_INIT;
-	long limit = 50, count = 0;
-	const char *v;
+	long limit = h_list_limit(req), count = 0;
+	const char *config_name;
 	int rc;
 
 	(void)m;
-	/* As for deployments: a bad limit is not an error but the default. */
-	if (http_query_get(req, "limit", &v) > 0) {
-		int64_t l = text_parse_uint(v, strlen(v));
-		limit = l < 1 ? 50 : l > 1000 ? 1000 : (long)l;
-	}
-	if (h_query_str(req, res, "configName", STORAGE_CONFIG_NAME_MAX, &f.value) < 0)
+	if (h_query_str(req, res, "configName", STORAGE_CONFIG_NAME_MAX, &config_name) < 0)
 		return;
-	rc = cache_list(app->cache, app->pg, CACHE_COMPILATIONS, &f, 1, limit,
-	    storage_compilations_pg_list, &out, &count, &how);
+	rc = storage_compilations_list(&st, config_name, limit, &out, &count, &how);
 	if (rc < 0) {
-		h_pg_error(res, rc);
+		h_error(res, rc);
 	} else {
 		buf_reset(&res->body);
 		buf_puts(&res->body, "{\"success\":true,\"compilations\":[");

@@ -113,5 +113,34 @@ int main(void)
 			buf_free(&sb);
 		}
 	}
+	{
+		/* jsonx_raw_member: the member's text exactly as written. */
+		static const struct { const char *json, *name, *want; } raw[] = {
+			{ "{\"data\": 1.50 }", "data", "1.50" },
+			{ "{\"a\":1,\"data\":{\"x\": [1, 2,{\"y\":\"}\"}]},\"b\":2}", "data", "{\"x\": [1, 2,{\"y\":\"}\"}]}" },
+			{ "{\"data\":\"a\\\"b\"}", "data", "\"a\\\"b\"" },
+			{ "{\"data\":null}", "data", "null" },
+			{ "{\"data\":false , \"x\":1}", "data", "false" },
+			{ "{\"\\u0064ata\":[ ]}", "data", "[ ]" },
+			{ "{\"data\":1,\"data\":2}", "data", "2" },
+			{ " { \"x\" : { \"data\" : 1 } , \"data\" : -3e2 } ", "data", "-3e2" },
+			{ "{\"datax\":1}", "data", NULL },
+			{ "{\"dat\":1}", "data", NULL },
+			{ "{}", "data", NULL },
+			{ "[{\"data\":1}]", "data", NULL },
+		};
+		for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+			size_t off = 0, len = 0, jlen = strlen(raw[i].json);
+			bool found = jsonx_raw_member(raw[i].json, jlen, raw[i].name, &off, &len);
+			char got[256] = "";
+
+			if (found && len < sizeof got)
+				memcpy(got, raw[i].json + off, len), got[len] = '\0';
+			if (raw[i].want == NULL)
+				ok(!found, "raw member %zu: absent", i);
+			else
+				is_str(found ? got : NULL, raw[i].want, "raw member %zu", i);
+		}
+	}
 	return done_testing();
 }
