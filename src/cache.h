@@ -10,8 +10,16 @@
  * sort on, and the row's API object as JSON text (the body), so a hit is
  * answered without building JSON. Store modules (deployments.c,
  * storage.c) describe their tables with struct cache_tabledef and supply
- * the PostgreSQL side; the algorithms (read-through, snapshots,
- * write-through, invalidation, coherence) live here once. */
+ * the PostgreSQL side; the algorithms live here once, one concern a file
+ * behind the private cache_int.h:
+ *   cache_file.c    the SQLite handle: file lifecycle, statements, rows,
+ *                   transactions, the WAL-index version
+ *   cache_policy.c  read-through, snapshots, the memo, writes and the
+ *                   generation guard
+ *   cache_sync.c    coherence: the listener's state, heartbeat, NOTIFY
+ *   cache_cred.c    credentials
+ *   cache_ops.c     operator paths: rebuild, invalidate, verify, status
+ *   cache_tables.c  the registry of tables and their names */
 #ifndef BLOQR_CACHE_H
 #define BLOQR_CACHE_H
 
@@ -23,19 +31,12 @@
 
 #include "buf.h"
 #include "cache_migrate.h"
+#include "cache_tables.h"
 #include "err.h"
 
 struct pg;
 struct cache;
 
-enum cache_tbl {
-	CACHE_DEPLOYMENTS = 0,   /* deployment_history */
-	CACHE_STORAGE,           /* storage_entries */
-	CACHE_FILTERS,           /* filter_cache */
-	CACHE_COMPILATIONS,      /* compilation_metadata */
-	CACHE_CREDENTIALS,       /* sessions + api_tokens (+ the user's role and ban) */
-	CACHE_NTABLES
-};
 
 enum cache_outcome { CACHE_HIT = 0, CACHE_MISS, CACHE_STALE, CACHE_BYPASS };
 const char *cache_outcome_name(enum cache_outcome o);   /* "HIT"… for X-Cache */
@@ -198,7 +199,5 @@ struct cache_table_status {
 };
 int cache_table_status(struct cache *c, enum cache_tbl t, struct cache_table_status *st);
 bool cache_listener_connected(struct cache *c, int64_t *since_ms);
-/* The table's name as in PostgreSQL (CACHE_CREDENTIALS: "sessions"). */
-const char *cache_table_name(enum cache_tbl t);
 
 #endif

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "cache.h"
+#include "cache_tables.h"
 #include "http.h"
 #include "router.h"
 
