@@ -6,6 +6,8 @@
 #include <strings.h>
 
 #include "http.h"
+#include "store.h"
+#include "users.h"
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
@@ -198,8 +200,10 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 	params[0] = hash;
 	r = pg_query(app->pg, &st_lookup, params, &err);
 	if (r == NULL) {
+		/* The database could not say: not the client's fault (CONTRACT
+		 * §6), so never 401. */
 		if (err != PG_EUNAVAIL)
-			return AUTH_INVALID;
+			return AUTH_ERROR;
 		/* CONTRACT §5.5: a credential confirmed shortly before the outage
 		 * may still read cached data. */
 		if (allow_stale && have == 1 && app->conf->cache_auth_grace > 0 &&
@@ -218,6 +222,10 @@ int auth_resolve(struct app *app, const struct http_request *req, bool allow_sta
 	if (PQntuples(r) != 1 || strlen(PQgetvalue(r, 0, 5)) != AUTH_HASH_HEX - 1 ||
 	    sodium_memcmp(PQgetvalue(r, 0, 5), hash, AUTH_HASH_HEX - 1) != 0) {
 		PQclear(r);
+		/* PostgreSQL says revoked, expired or gone: a cached copy must not
+		 * be trusted again once the cache is coherent. */
+		if (have == 1 && cache_deleted(app->cache, CACHE_CREDENTIALS, hash) != BLOQR_OK)
+			log_warn("auth: this host's cache could not drop a credential PostgreSQL no longer knows");
 		return AUTH_INVALID;
 	}
 	memset(&cr, 0, sizeof cr);
@@ -327,7 +335,7 @@ static const struct pg_stmt st_attempts = { "auth_attempts_check",
 static const struct pg_stmt st_attempt_insert = { "auth_attempt_insert",
 	"INSERT INTO auth_attempts (email, client_addr, succeeded) VALUES ($1, $2, $3)", 3, false };
 
-int auth_signin_lock(struct pg *pg, const char *email)
+static int signin_lock(struct pg *pg, const char *email)
 {
 	const char *p[] = { email };
 	int err;
@@ -337,7 +345,7 @@ int auth_signin_lock(struct pg *pg, const char *email)
 	return err;
 }
 
-int auth_attempts_check(struct pg *pg, const char *email, const char *addr, bool *locked, long *retry_after)
+static int attempts_check(struct pg *pg, const char *email, const char *addr, bool *locked, long *retry_after)
 {
 	char window[16];
 	const char *p[] = { email, addr, window };
@@ -356,7 +364,7 @@ int auth_attempts_check(struct pg *pg, const char *email, const char *addr, bool
 	return PG_OK;
 }
 
-int auth_attempt_record(struct pg *pg, const char *email, const char *addr, bool succeeded)
+static int attempt_record(struct pg *pg, const char *email, const char *addr, bool succeeded)
 {
 	const char *p[] = { email, addr, succeeded ? "true" : "false" };
 	int err;
@@ -364,4 +372,75 @@ int auth_attempt_record(struct pg *pg, const char *email, const char *addr, bool
 
 	PQclear(r);
 	return err;
+}
+
+int auth_sign_in(const struct store *s, const char *email, const char *password, const char *user_agent,
+    struct user *u, char token[static AUTH_TOKEN_LEN + 1], enum auth_signin *outcome, long *retry_after)
+{
+	const char *addr = s->ip ? s->ip : "";
+	char *hash = NULL;
+	bool locked = false, ok;
+	int rc;
+
+	memset(u, 0, sizeof *u);
+	token[0] = '\0';
+	*outcome = AUTH_SIGNIN_BAD;
+	*retry_after = 0;
+	/* One transaction: the locks make check-verify-record atomic across
+	 * workers and hosts. */
+	if ((rc = pg_begin(s->pg)) != BLOQR_OK)
+		return rc;
+	if ((rc = signin_lock(s->pg, email)) != BLOQR_OK ||
+	    (rc = attempts_check(s->pg, email, addr, &locked, retry_after)) != BLOQR_OK)
+		goto fail;
+	if (locked) {
+		*outcome = AUTH_SIGNIN_LOCKED;
+		pg_rollback(s->pg);
+		return BLOQR_OK;
+	}
+	rc = users_signin_lookup(s->pg, email, u, &hash);
+	if (rc != BLOQR_OK && rc != BLOQR_ENOTFOUND)
+		goto fail;
+	if (rc == BLOQR_OK && hash) {
+		ok = auth_password_verify(hash, password);
+	} else {
+		auth_password_dummy(password);
+		ok = false;
+	}
+	if (hash) {
+		sodium_memzero(hash, strlen(hash));
+		free(hash);
+	}
+	if (!ok) {
+		if ((rc = attempt_record(s->pg, email, addr, false)) != BLOQR_OK || (rc = pg_commit(s->pg)) != BLOQR_OK)
+			goto fail;
+		users_free(u);
+		return BLOQR_OK;
+	}
+	if (u->ban_active) {
+		*outcome = AUTH_SIGNIN_BANNED;
+		goto refused;
+	}
+	rc = auth_credential_create(s->pg, u->id, AUTH_KIND_SESSION, AUTH_SESSION_TTL_S, NULL, s->ip, user_agent,
+	    token);
+	if (rc == BLOQR_EINPUT) {
+		/* Banned between the lookup and the insert. */
+		*outcome = AUTH_SIGNIN_BANNED;
+		goto refused;
+	}
+	if (rc != BLOQR_OK || (rc = attempt_record(s->pg, email, addr, true)) != BLOQR_OK ||
+	    (rc = pg_commit(s->pg)) != BLOQR_OK)
+		goto fail;
+	*outcome = AUTH_SIGNIN_OK;
+	return BLOQR_OK;
+refused:
+	pg_rollback(s->pg);
+	users_free(u);
+	sodium_memzero(token, AUTH_TOKEN_LEN + 1);
+	return BLOQR_OK;
+fail:
+	pg_rollback(s->pg);
+	users_free(u);
+	sodium_memzero(token, AUTH_TOKEN_LEN + 1);
+	return rc;
 }

@@ -9,9 +9,13 @@
 
 #include <sodium.h>
 
+#include "err.h"
+
 struct app;
 struct http_request;
 struct pg;
+struct store;
+struct user;
 
 /* 32 random bytes, base64url without padding, after a "bq_" prefix. */
 #define AUTH_TOKEN_LEN (3 + 43)
@@ -39,6 +43,7 @@ enum auth_result {
 	AUTH_NONE = 1,      /* no credentials presented */
 	AUTH_INVALID = 2,   /* unknown, expired or revoked: 401 */
 	AUTH_UNAVAIL = 3,   /* PostgreSQL unreachable: 503 */
+	AUTH_ERROR = 4,     /* PostgreSQL failed otherwise: 500, never 401 */
 };
 
 /* Resolve the request's credentials (Authorization: Bearer wins over the
@@ -88,15 +93,25 @@ void auth_forget(struct cache *c, const struct principal *p);
 
 
 
-/* ---- sign-in rate limiting (auth_attempts) ---- */
+/* ---- sign-in (with its rate limit, auth_attempts) ---- */
 #define AUTH_MAX_FAILURES 5
 #define AUTH_WINDOW_S (15 * 60)
 
-/* Serialize sign-ins for one email inside the caller's transaction. */
-int auth_signin_lock(struct pg *pg, const char *email);
-/* Whether email or addr has AUTH_MAX_FAILURES failures in the window; when
- * locked, *retry_after is the seconds until the oldest one ages out. */
-int auth_attempts_check(struct pg *pg, const char *email, const char *addr, bool *locked, long *retry_after);
-int auth_attempt_record(struct pg *pg, const char *email, const char *addr, bool succeeded);
+enum auth_signin {
+	AUTH_SIGNIN_OK = 0,
+	AUTH_SIGNIN_BAD,       /* unknown email or wrong password (one answer for both) */
+	AUTH_SIGNIN_LOCKED,    /* AUTH_MAX_FAILURES for the email or the address: try after *retry_after s */
+	AUTH_SIGNIN_BANNED,    /* right password, banned user */
+};
+
+/* Sign in with email and password, in one transaction serialised per
+ * email and per client address (s->ip): check the failures of the window,
+ * verify the argon2id hash (a dummy one for an unknown email, so both
+ * take as long), record the attempt, and on success create a session
+ * (token gets it; *u the user, caller frees). Returns a bloqr_err; on
+ * BLOQR_OK *outcome tells the result. */
+int auth_sign_in(const struct store *s, const char *email, const char *password, const char *user_agent,
+    struct user *u, char token[static AUTH_TOKEN_LEN + 1], enum auth_signin *outcome, long *retry_after)
+	BLOQR_MUSTCHECK;
 
 #endif

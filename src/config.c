@@ -24,6 +24,7 @@ struct conf_key {
 #define OFF(f) offsetof(struct conf, f)
 static const struct conf_key conf_keys[] = {
 	{ "database", "url", T_STR, OFF(db_url), "postgresql:///bloqr?host=/run/postgresql", 0, 0 },
+	{ "database", "listen_url", T_STR, OFF(db_listen_url), "", 0, 0 },
 	{ "database", "statement_timeout_ms", T_LONG, OFF(db_statement_timeout_ms), "5000", 1, 3600000 },
 	{ "database", "query_url", T_STR, OFF(db_query_url), "", 0, 0 },
 	{ "cache", "path", T_STR, OFF(cache_path), "/var/lib/bloqr/cache.db", 0, 0 },
@@ -134,6 +135,7 @@ static int apply_env(struct conf *c, char *err, size_t errlen)
 {
 	static const struct { const char *env, *section, *name; } envs[] = {
 		{ "BLOQR_DATABASE_URL", "database", "url" },
+		{ "BLOQR_LISTEN_URL", "database", "listen_url" },
 		{ "BLOQR_CACHE_PATH", "cache", "path" },
 	};
 	char why[256];
@@ -304,6 +306,11 @@ const char *conf_path_from_env(void)
 	const char *p = getenv("BLOQR_CONF");
 
 	return p && *p ? p : NULL;
+}
+
+const char *conf_listen_url(const struct conf *c)
+{
+	return c->db_listen_url && c->db_listen_url[0] ? c->db_listen_url : c->db_url;
 }
 
 long conf_workers(const struct conf *c)

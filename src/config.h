@@ -12,6 +12,7 @@ struct conf {
 	char *path;                   /* the file read; owned */
 	/* [database] */
 	char *db_url;
+	char *db_listen_url;          /* direct connection for LISTEN; "" = db_url */
 	long db_statement_timeout_ms;
 	char *db_query_url;           /* "" = query console answers 503 */
 	/* [cache] */
@@ -31,8 +32,8 @@ struct conf {
 };
 
 /* Load path into *c (all strings owned by *c, free with conf_free). The
- * defaults apply to keys the file leaves out; then BLOQR_DATABASE_URL and
- * BLOQR_CACHE_PATH override. On failure returns -1 with a message naming
+ * defaults apply to keys the file leaves out; then BLOQR_DATABASE_URL,
+ * BLOQR_LISTEN_URL and BLOQR_CACHE_PATH override. On failure returns -1 with a message naming
  * the file, line and key in err; *c is then empty. */
 int conf_load(struct conf *c, const char *path, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
@@ -44,6 +45,9 @@ void conf_free(struct conf *c);
 
 /* The file to read when -c is absent: $BLOQR_CONF, else NULL. */
 const char *conf_path_from_env(void);
+
+/* The connection the invalidation listener holds: listen_url, else url. */
+const char *conf_listen_url(const struct conf *c);
 
 /* Workers to start: [pool] workers, else the number of online CPUs. */
 long conf_workers(const struct conf *c);

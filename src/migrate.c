@@ -538,8 +538,11 @@ int migrate_run(const struct conf *c, const char *dir, bool status_only, FILE *o
 	if (use_cache && scan_side(dir, "sqlite", &sqset, &sqstate, err, errlen) < 0)
 		goto done;
 
-	/* No statement timeout: a migration may take long. */
-	pg = pg_new(c->db_url, 0, "bloqr-admin migrate");
+	/* No statement timeout: a migration may take long. The migration lock
+	 * is a session advisory lock held across the files' transactions: it
+	 * needs a session of its own, so the direct listen_url when set (url
+	 * may be a transaction-mode pooler). */
+	pg = pg_new(conf_listen_url(c), 0, "bloqr-admin migrate");
 	if (pg == NULL) {
 		set_err(err, errlen, "out of memory");
 		goto done;

@@ -42,9 +42,6 @@ static const struct pg_stmt st_tables = { "storage_admin_tables",
 	"WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'i', 'I') "
 	"ORDER BY c.relname COLLATE \"C\"", 0, true };
 
-static const struct pg_stmt st_set_timeout = { "storage_admin_set_timeout",
-	"SELECT set_config('statement_timeout', $1, false)", 1, true };
-
 /* A fixed statement without input (VACUUM takes no parameters). */
 static const char sql_vacuum[] =
 	"VACUUM (ANALYZE) storage_entries, filter_cache, compilation_metadata";
@@ -189,48 +186,27 @@ oom:
 	return BLOQR_ENOMEM;
 }
 
-/* The session's statement timeout (VACUUM cannot run in a transaction
- * block, so SET LOCAL is no use). */
-static int set_timeout(struct pg *pg, long ms)
+static int vacuum_pg(struct pg *pg)
 {
-	char v[24];
-	const char *p[] = { v };
 	PGresult *r;
 	int err;
+	/* A longer deadline for this one statement, kept on this side: a
+	 * session setting would outlive it on a pooled server connection. */
+	long old = pg_set_timeout(pg, STORAGE_ADMIN_VACUUM_TIMEOUT_MS);
 
-	snprintf(v, sizeof v, "%ld", ms);
-	r = pg_query(pg, &st_set_timeout, p, &err);
-	PQclear(r);
-	return err;
-}
-
-static int vacuum_pg(struct pg *pg, long statement_timeout_ms)
-{
-	PGresult *r;
-	int err, err2;
-
-	if ((err = set_timeout(pg, STORAGE_ADMIN_VACUUM_TIMEOUT_MS)) != PG_OK)
-		return err;
 	r = pg_exec(pg, sql_vacuum, &err);
 	PQclear(r);
-	/* Always put the usual limit back: a later statement of this worker
-	 * must not run for 25 s. A lost connection gets it back on reconnect
-	 * (pg.c sets it per session). */
-	err2 = set_timeout(pg, statement_timeout_ms);
-	if (err2 != PG_OK && pg_connected(pg)) {
-		log_error("storage_admin: cannot restore statement_timeout; reconnecting");
-		pg_disconnect(pg);
-	}
+	pg_set_timeout(pg, old);
 	return err;
 }
 
-int storage_admin_vacuum(const struct store *s, long statement_timeout_ms, enum storage_admin_cache_vacuum *cache)
+int storage_admin_vacuum(const struct store *s, enum storage_admin_cache_vacuum *cache)
 {
 	struct json_object *details;
 	int err;
 
 	*cache = STORAGE_ADMIN_CACHE_DISABLED;
-	if ((err = vacuum_pg(s->pg, statement_timeout_ms)) != BLOQR_OK)
+	if ((err = vacuum_pg(s->pg)) != BLOQR_OK)
 		return err;
 	/* PostgreSQL is what matters; the cache is this host's copy. */
 	if (cache_enabled(s->cache)) {

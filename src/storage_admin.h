@@ -59,14 +59,14 @@ int storage_admin_tables(struct pg *pg, struct json_object **tables) BLOQR_MUSTC
 
 /* VACUUM ANALYZE the three storage tables (outside any transaction: the
  * caller must not have one open), allowing it
- * STORAGE_ADMIN_VACUUM_TIMEOUT_MS, then put the session's statement
- * timeout back to statement_timeout_ms; then this host's cache file;
+ * STORAGE_ADMIN_VACUUM_TIMEOUT_MS instead of the usual deadline; then
+ * this host's cache file;
  * then the audit row. *cache tells what became of the cache. Returns a
  * bloqr_err (the cache's fate is not an error: PostgreSQL is what counts). */
 enum storage_admin_cache_vacuum {
 	STORAGE_ADMIN_CACHE_DISABLED, STORAGE_ADMIN_CACHE_VACUUMED, STORAGE_ADMIN_CACHE_FAILED
 };
-int storage_admin_vacuum(const struct store *s, long statement_timeout_ms, enum storage_admin_cache_vacuum *cache)
+int storage_admin_vacuum(const struct store *s, enum storage_admin_cache_vacuum *cache)
 	BLOQR_MUSTCHECK;
 
 #endif

@@ -3,10 +3,13 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "log.h"
@@ -14,7 +17,10 @@
 
 #define SYNC_BATCH 1000          /* notifications applied in one SQLite transaction */
 #define SYNC_TICK_MS 500
-#define SYNC_PING_MS 1000        /* liveness check of the listening connection */
+#define SYNC_PING_MS 400         /* a self-notification this often... */
+#define SYNC_PING_LOST_MS 1000   /* ...that must be back within this */
+#define SYNC_HEARTBEAT_MS 900    /* heartbeats written at most this often */
+#define SYNC_REMIND_MS 60000     /* repeat "not connected" this often */
 
 static volatile sig_atomic_t stop;
 
@@ -51,6 +57,57 @@ static void pending_clear(struct pending *q)
 	q->n = 0;
 }
 
+/* The listener proves itself with notifications it sends itself: on its
+ * own channel (so other hosts do not hear them), from the statement
+ * connection, never from the listening one. A notification only reaches
+ * a listening session while that session is idle if it really is a
+ * session: through a transaction-mode pooler the LISTEN stays behind on
+ * some server connection that is not ours between transactions, and the
+ * pings never come back. NOTIFYs are delivered in commit order, so a ping
+ * that is back also says every invalidation committed before it is here. */
+struct ping {
+	char channel[40];        /* bloqr_ping_<random hex> */
+	unsigned long seq;       /* the last sent */
+	unsigned long out;       /* the one awaited, 0 = none */
+	long long sent_ms;
+	long long next_ms;
+	bool back;               /* the awaited one arrived */
+};
+
+static void ping_init(struct ping *p)
+{
+	unsigned char r[8];
+
+	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+		unsigned long long t = (unsigned long long)mono_ms() ^ ((unsigned long long)getpid() << 32);
+		memcpy(r, &t, sizeof r);
+	}
+	memcpy(p->channel, "bloqr_ping_", 11);
+	for (size_t i = 0; i < sizeof r; i++)
+		snprintf(p->channel + 11 + 2 * i, 3, "%02x", r[i]);
+	p->seq = p->out = 0;
+	p->sent_ms = p->next_ms = 0;
+	p->back = false;
+}
+
+/* Send the next ping (on the statement connection). Returns a pg_err. */
+static int ping_send(struct pg *pg, struct ping *p)
+{
+	static const struct pg_stmt st = { "syncer_ping", "SELECT pg_notify($1, $2)", 2, false };
+	char seq[24];
+	const char *params[] = { p->channel, seq };
+	PGresult *r;
+	int err;
+
+	snprintf(seq, sizeof seq, "%lu", ++p->seq);
+	r = pg_query(pg, &st, params, &err);
+	PQclear(r);
+	p->sent_ms = mono_ms();
+	p->next_ms = p->sent_ms + SYNC_PING_MS;
+	p->out = err == PG_OK ? p->seq : 0;
+	return err;
+}
+
 /* Apply what is pending; on failure keep it for the next try. */
 static int flush(struct cache *c, struct pg *pg, struct pending *q)
 {
@@ -62,14 +119,24 @@ static int flush(struct cache *c, struct pg *pg, struct pending *q)
 	return 0;
 }
 
-/* Take every notification libpq holds and apply them in batches. -1 when
- * some could not be applied yet (they stay pending, or queued in libpq). */
-static int drain(struct cache *c, struct pg *pg, struct pending *q)
+/* Take every notification the listening connection holds (pings are
+ * noted, invalidations queued) and apply them in batches with the
+ * statement connection. -1 when some could not be applied yet (they stay
+ * pending, or queued in libpq). */
+static int drain(struct cache *c, struct pg *lpg, struct pg *pg, struct pending *q, struct ping *p)
 {
 	PGnotify *n;
 
 	for (;;) {
-		while (q->n < SYNC_BATCH && pg_conn(pg) && (n = PQnotifies(pg_conn(pg))) != NULL) {
+		while (q->n < SYNC_BATCH && pg_conn(lpg) && (n = PQnotifies(pg_conn(lpg))) != NULL) {
+			if (strcmp(n->relname, p->channel) == 0) {
+				if (p->out != 0 && strtoul(n->extra, NULL, 10) == p->out) {
+					p->back = true;
+					p->out = 0;
+				}
+				PQfreemem(n);
+				continue;
+			}
 			q->payload[q->n] = strdup(n->extra);
 			PQfreemem(n);
 			if (q->payload[q->n])
@@ -85,12 +152,18 @@ static int drain(struct cache *c, struct pg *pg, struct pending *q)
 	}
 }
 
-static int ping(struct pg *pg)
+/* LISTEN on the invalidation channel and the ping channel, in one round
+ * trip. Returns a pg_err. */
+static int listen_all(struct pg *lpg, const struct ping *p)
 {
-	static const struct pg_stmt st = { "syncer_ping", "SELECT 1", 0, false };
+	char sql[128];
+	PGresult *r;
 	int err;
-	PGresult *r = pg_query(pg, &st, NULL, &err);
 
+	/* The channel name is ours (letters, digits, underscore): quoting it
+	 * is enough. */
+	snprintf(sql, sizeof sql, "LISTEN bloqr_cache; LISTEN \"%s\"", p->channel);
+	r = pg_exec(lpg, sql, &err);
 	PQclear(r);
 	return err;
 }
@@ -99,11 +172,12 @@ int syncer_run(const struct conf *conf)
 {
 	struct sigaction sa;
 	struct cache *c = NULL;
-	struct pg *pg = NULL;
-	unsigned listening_gen = 0, file_gen = 0;
-	bool listening = false, behind = false;
+	struct pg *pg = NULL, *lpg = NULL;
+	struct ping ping;
+	unsigned listening_gen = 0, file_gen = 0, checked_gen = 0;
+	bool listening = false, connected = false, behind = false;
 	struct pending q = { .n = 0 };
-	long long next_ping = 0;
+	long long last_heartbeat = 0, next_remind = 0;
 	int rc = -1;
 
 	/* Tell it apart from the workers in ps and top. */
@@ -118,81 +192,127 @@ int syncer_run(const struct conf *conf)
 	sigaction(SIGPIPE, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 
+	ping_init(&ping);
 	c = cache_open(conf->cache_path, conf->cache_max_age, conf->cache_strategy == CONF_WRITE_THROUGH);
+	/* Statements (row fetches, pings) go through url like the workers';
+	 * only LISTEN needs a session of its own. */
 	pg = pg_new(conf->db_url, conf->db_statement_timeout_ms, "bloqr-syncer");
-	if (c == NULL || pg == NULL) {
+	lpg = pg_new(conf_listen_url(conf), conf->db_statement_timeout_ms, "bloqr-listener");
+	if (c == NULL || pg == NULL || lpg == NULL) {
 		log_error("syncer: out of memory");
 		goto out;
 	}
+	pg_set_listening(lpg, true);
 	cache_listener_state(c, false, false);
 	log_info("syncer: started");
 	while (!stop) {
 		struct pollfd pfd;
+		long long now;
+		int wait;
 
 		/* A new connection has lost the LISTEN, and whatever was announced
-		 * while there was none: distrust everything, then listen again. */
-		if (!pg_connected(pg) || pg_generation(pg) != listening_gen) {
-			PGresult *r;
-			int err;
-
-			if (listening) {
-				log_warn("syncer: lost the PostgreSQL connection; the cache is not trusted until it is back");
+		 * while there was none: listen again; the first ping back marks
+		 * everything stale before the cache is trusted again. */
+		if (!pg_connected(lpg) || pg_generation(lpg) != listening_gen) {
+			if (connected) {
+				log_warn("syncer: lost the listening connection; the cache is not trusted until it is back");
 				cache_listener_state(c, false, true);
-				listening = false;
+				connected = false;
 			}
-			if (pg_connect(pg) != PG_OK) {
+			listening = false;
+			if (pg_connect(lpg) != PG_OK || listen_all(lpg, &ping) != PG_OK) {
 				nap(250);
 				continue;
 			}
-			r = pg_exec(pg, "LISTEN bloqr_cache", &err);
-			PQclear(r);
-			if (err != PG_OK || cache_mark_all_stale(c) < 0) {
-				nap(250);
-				continue;
-			}
-			pending_clear(&q);   /* all re-checked anyway */
-			listening_gen = pg_generation(pg);
-			file_gen = cache_file_generation(c);
+			pending_clear(&q);   /* all re-checked when the first ping is back */
+			listening_gen = pg_generation(lpg);
 			listening = true;
-			cache_listener_state(c, true, false);
-			next_ping = mono_ms() + SYNC_PING_MS;
-			log_info("syncer: listening for cache invalidations");
+			ping.out = 0;
+			ping.next_ms = 0;
+			next_remind = 0;
+			log_info("syncer: listening for cache invalidations; waiting for a notification to come back");
 		}
-		pfd.fd = PQsocket(pg_conn(pg));
+		now = mono_ms();
+		wait = behind ? 50 : SYNC_TICK_MS;
+		if (ping.out == 0 && ping.next_ms - now < wait)
+			wait = ping.next_ms > now ? (int)(ping.next_ms - now) : 0;
+		if (ping.out != 0 && ping.sent_ms + SYNC_PING_LOST_MS - now < wait)
+			wait = ping.sent_ms + SYNC_PING_LOST_MS > now ? (int)(ping.sent_ms + SYNC_PING_LOST_MS - now) : 0;
+		pfd.fd = PQsocket(pg_conn(lpg));
 		pfd.events = POLLIN;
 		pfd.revents = 0;
-		if (poll(&pfd, 1, behind ? 50 : SYNC_TICK_MS) < 0 && errno != EINTR)
+		if (poll(&pfd, 1, wait) < 0 && errno != EINTR)
 			break;
 		if (stop)
 			break;
-		if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) && PQconsumeInput(pg_conn(pg)) == 0) {
-			pg_disconnect(pg);
+		if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) &&
+		    (PQconsumeInput(pg_conn(lpg)) == 0 || !pg_connected(lpg))) {
+			pg_disconnect(lpg);
 			continue;
 		}
-		behind = drain(c, pg, &q) < 0;
-		if (mono_ms() >= next_ping) {
-			next_ping = mono_ms() + SYNC_PING_MS;
-			if (ping(pg) != PG_OK || !pg_connected(pg)) {
-				pg_disconnect(pg);
-				continue;
-			}
-			behind = drain(c, pg, &q) < 0;
-			/* The heartbeat vouches that everything heard is applied: while
-			 * some is not, it stops, and in 3 s nobody trusts the cache. */
-			if (behind)
-				log_warn("syncer: %d invalidations not applied yet; retrying", q.n);
-			else
-				cache_heartbeat(c);
-			/* A new cache file (the old one was deleted or broken) has
-			 * missed whatever went to the old one: re-check all of it,
-			 * then vouch for it. */
-			if (cache_file_generation(c) != file_gen) {
+		behind = drain(c, lpg, pg, &q, &ping) < 0;
+		now = mono_ms();
+		log_flush_dropped();
+
+		if (ping.back && !behind) {
+			ping.back = false;
+			if (!connected) {
+				/* Whatever was announced before this LISTEN is unknown:
+				 * re-check everything once per listening connection, then
+				 * vouch. A ping that was merely late on the same
+				 * connection lost nothing: what came before it has
+				 * arrived and is applied, in commit order. */
+				if ((checked_gen == listening_gen && cache_file_generation(c) == file_gen) ||
+				    cache_mark_all_stale(c) == 0) {
+					checked_gen = listening_gen;
+					file_gen = cache_file_generation(c);
+					cache_listener_state(c, true, false);
+					connected = true;
+					last_heartbeat = now;
+					log_info("syncer: notifications arrive; the cache is trusted");
+				}
+			} else if (cache_file_generation(c) != file_gen) {
+				/* A new cache file (the old one was deleted or broken)
+				 * has missed whatever went to the old one: re-check all
+				 * of it, then vouch for it. */
 				file_gen = cache_file_generation(c);
 				if (cache_mark_all_stale(c) == 0) {
 					cache_listener_state(c, true, false);
+					last_heartbeat = now;
 					log_info("syncer: the cache file was recreated; listening again");
 				}
+			} else if (now - last_heartbeat >= SYNC_HEARTBEAT_MS) {
+				/* The heartbeat vouches that everything heard is applied. */
+				cache_heartbeat(c);
+				last_heartbeat = now;
 			}
+		} else if (behind && now >= next_remind) {
+			log_warn("syncer: %d invalidations not applied yet; retrying", q.n);
+			next_remind = now + 1000;
+		}
+
+		if (ping.out != 0 && now - ping.sent_ms >= SYNC_PING_LOST_MS) {
+			ping.out = 0;
+			if (connected) {
+				log_warn("syncer: a notification sent to itself did not come back within %d ms; "
+				    "the cache is not trusted until one does", SYNC_PING_LOST_MS);
+				cache_listener_state(c, false, false);
+				connected = false;
+				next_remind = now + SYNC_REMIND_MS;
+			} else if (now >= next_remind) {
+				log_warn("syncer: notifications do not come back to the listener; the cache is not "
+				    "trusted (is [database] listen_url a direct connection, not a transaction pooler?)");
+				next_remind = now + SYNC_REMIND_MS;
+			}
+		}
+		if (listening && ping.out == 0 && now >= ping.next_ms && ping_send(pg, &ping) != PG_OK) {
+			/* The statement side cannot reach PostgreSQL: an outage. */
+			if (connected) {
+				log_warn("syncer: cannot reach PostgreSQL; the cache is not trusted until it is back");
+				cache_listener_state(c, false, true);
+				connected = false;
+			}
+			ping.next_ms = mono_ms() + 250;
 		}
 	}
 	rc = 0;
@@ -202,6 +322,7 @@ out:
 	if (c)
 		cache_listener_state(c, false, false);
 	cache_close(c);
+	pg_free(lpg);
 	pg_free(pg);
 	return rc;
 }

@@ -113,6 +113,9 @@ static int authorize(struct app *app, const struct http_request *req, const stru
 		http_error(res, 503, "Database unavailable, try again shortly");
 		http_header(res, "Retry-After", "5");
 		return -1;
+	case AUTH_ERROR:
+		http_error(res, 500, "Could not check the credentials");
+		return -1;
 	case AUTH_NONE:
 		http_error(res, 401, "Authentication required");
 		http_header(res, "WWW-Authenticate", "Bearer");
@@ -190,6 +193,7 @@ send:
 		log_warn("%s %s -> %d", req.method_name ? req.method_name : "-", req.path ? req.path : "-", res->status);
 	metrics_request(route, res->status, mono_us() - req.start_us);
 	log_set_request_id(NULL);
+	log_flush_dropped();
 	app->served++;
 }
 

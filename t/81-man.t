@@ -50,6 +50,16 @@ while (my ($s, $k) = splice @keys, 0, 2) {
 	like($sections{$s} // '', qr/^\.It Cm \Q$k\E\b/m, "bloqr.conf(5) documents [$s] $k");
 }
 
+# Every environment override of the configuration (src/config.c) is in
+# bloqr.conf(5) and in both programs' pages.
+my @envs = slurp(srcdir() . '/src/config.c') =~ /^\s*\{ "(BLOQR_\w+)", "\w+", "\w+" \}/mg;
+ok(@envs >= 2, 'src/config.c has its environment overrides (' . scalar(@envs) . ')');
+for my $e (@envs) {
+	for my $p (qw(bloqr.conf.5 bloqr.fcgi.8 bloqr-admin.8)) {
+		like(slurp($page{$p}), qr/^\.(?:It )?Ev \Q$e\E\b/m, "$p documents \$$e");
+	}
+}
+
 # Every long option of bloqr.fcgi (its getopt table) is in bloqr.fcgi(8).
 my $fcgi8 = slurp($page{'bloqr.fcgi.8'});
 my @opts = slurp(srcdir() . '/cgi-bin/bloqr.c') =~ /^\s*\{ "([a-z-]+)", (?:no|required)_argument/mg;

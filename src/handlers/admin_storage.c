@@ -158,7 +158,7 @@ void h_astorage_vacuum(struct app *app, struct http_request *req, struct http_re
 	int rc;
 
 	(void)m;
-	if ((rc = storage_admin_vacuum(&st, app->conf->db_statement_timeout_ms, &cache)) != BLOQR_OK) {
+	if ((rc = storage_admin_vacuum(&st, &cache)) != BLOQR_OK) {
 		h_error(res, rc);
 		return;
 	}

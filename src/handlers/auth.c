@@ -9,7 +9,6 @@
 #include "handlers/handlers.h"
 #include "jsonx.h"
 #include "log.h"
-#include "pg.h"
 #include "users.h"
 #include "worker.h"
 
@@ -28,11 +27,12 @@ static void set_cookie(struct app *app, struct http_response *res, const char *t
  * client expects of /sign-in/email. */
 static void sign_in(struct app *app, struct http_request *req, struct http_response *res, bool better_auth)
 {
+	const struct store st = h_store(app, req);
 	struct json_object *body, *out = NULL, *user = NULL;
 	const char *email, *password;
-	char err[256], token[AUTH_TOKEN_LEN + 1], retry[24], *hash = NULL;
+	char err[256], token[AUTH_TOKEN_LEN + 1], retry[24];
 	struct user u = { 0 };
-	bool locked, ok, found;
+	enum auth_signin outcome;
 	long retry_after;
 	int rc;
 
@@ -51,53 +51,26 @@ static void sign_in(struct app *app, struct http_request *req, struct http_respo
 		goto out;
 	}
 
-	/* One transaction: the per-email lock makes check-verify-record atomic
-	 * across workers and hosts. */
-	if ((rc = pg_begin(app->pg)) != BLOQR_OK ||
-	    (rc = auth_signin_lock(app->pg, email)) != BLOQR_OK ||
-	    (rc = auth_attempts_check(app->pg, email, req->remote_addr, &locked, &retry_after)) != BLOQR_OK)
-		goto db_fail;
-	if (locked) {
-		pg_rollback(app->pg);
+	rc = auth_sign_in(&st, email, password, http_param(req, "HTTP_USER_AGENT"), &u, token, &outcome, &retry_after);
+	if (rc != BLOQR_OK) {
+		h_error(res, rc);
+		goto out;
+	}
+	switch (outcome) {
+	case AUTH_SIGNIN_OK:
+		break;
+	case AUTH_SIGNIN_LOCKED:
 		snprintf(retry, sizeof retry, "%ld", retry_after);
 		http_error(res, 429, "Too many failed sign-in attempts; try again later");
 		http_header(res, "Retry-After", retry);
 		goto out;
-	}
-	rc = users_signin_lookup(app->pg, email, &u, &hash);
-	if (rc != BLOQR_OK && rc != BLOQR_ENOTFOUND)
-		goto db_fail;
-	found = rc == BLOQR_OK;
-	if (found && hash)
-		ok = auth_password_verify(hash, password);
-	else {
-		auth_password_dummy(password);
-		ok = false;
-	}
-	if (!ok) {
-		if ((rc = auth_attempt_record(app->pg, email, req->remote_addr, false)) != BLOQR_OK ||
-		    (rc = pg_commit(app->pg)) != BLOQR_OK)
-			goto db_fail;
+	case AUTH_SIGNIN_BANNED:
+		http_error(res, 403, "This account is banned");
+		goto out;
+	default:
 		http_error(res, 401, bad_credentials);
 		goto out;
 	}
-	if (u.ban_active) {
-		pg_rollback(app->pg);
-		http_error(res, 403, "This account is banned");
-		goto out;
-	}
-	rc = auth_credential_create(app->pg, u.id, AUTH_KIND_SESSION, AUTH_SESSION_TTL_S,
-	    NULL, req->remote_addr, http_param(req, "HTTP_USER_AGENT"), token);
-	if (rc == BLOQR_EINPUT) {
-		/* Banned between the lookup and the insert. */
-		pg_rollback(app->pg);
-		http_error(res, 403, "This account is banned");
-		goto out;
-	}
-	if (rc != BLOQR_OK || (rc = auth_attempt_record(app->pg, email, req->remote_addr, true)) != BLOQR_OK ||
-	    (rc = pg_commit(app->pg)) != BLOQR_OK)
-		goto db_fail;
-
 	out = h_success();
 	user = users_to_json(&u);
 	if (out == NULL || user == NULL) {
@@ -115,15 +88,8 @@ static void sign_in(struct app *app, struct http_request *req, struct http_respo
 	set_cookie(app, res, token, AUTH_SESSION_TTL_S);
 	res->cache_control = "no-store";
 	h_json(res, 200, out);
-	goto out;
-db_fail:
-	pg_rollback(app->pg);
-	h_error(res, rc);
 out:
 	sodium_memzero(token, sizeof token);
-	if (hash)
-		sodium_memzero(hash, strlen(hash));
-	free(hash);
 	users_free(&u);
 	json_object_put(body);
 }

@@ -27,6 +27,24 @@ static struct json_object *service(enum health h, double latency_ms, bool with_l
 	return s;
 }
 
+/* "listener": {"connected", "since"} into a service object, as
+ * GET /api/admin/cache/status shows it. */
+static int add_listener(struct json_object *s, bool connected, int64_t since)
+{
+	struct json_object *l = json_object_new_object();
+	char at[25];
+
+	if (l == NULL)
+		return -1;
+	text_iso_time_ms(since, at);
+	if (jsonx_add_bool(l, "connected", connected) < 0 ||
+	    jsonx_add_str(l, "since", since > 0 ? at : NULL) < 0) {
+		json_object_put(l);
+		return -1;
+	}
+	return jsonx_add(s, "listener", l);   /* takes l, also when it fails */
+}
+
 void h_health(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
@@ -35,6 +53,8 @@ void h_health(struct app *app, struct http_request *req, struct http_response *r
 	double db_ms = 0, cache_ms = 0;
 	const char *cache_msg = NULL;
 	char ts[25];
+	bool listening = false;
+	int64_t since = 0;
 
 	(void)req; (void)m;
 	db = pg_ping(app->pg, &db_ms) == BLOQR_OK ? HEALTHY : DOWN;
@@ -46,6 +66,11 @@ void h_health(struct app *app, struct http_request *req, struct http_response *r
 		cache_msg = "L1 cache unavailable: reads go to PostgreSQL";
 	} else {
 		cache = HEALTHY;
+		/* Reported as it is (CONTRACT §6), without changing the status:
+		 * a host without a syncer (CGI, spawned) is healthy, only slower. */
+		listening = cache_listener_connected(app->cache, &since);
+		if (!listening)
+			cache_msg = "invalidation listener not connected: reads go to PostgreSQL";
 	}
 	/* Credentials are never checked against stale data alone. */
 	auth = db == DOWN ? DOWN : HEALTHY;
@@ -61,6 +86,7 @@ void h_health(struct app *app, struct http_request *req, struct http_response *r
 	    (s = service(db, db_ms, db == HEALTHY, db == DOWN ? "PostgreSQL unreachable" : NULL)) == NULL ||
 	    jsonx_add(svc, "database", s) < 0 ||
 	    (s = service(cache, cache_ms, cache == HEALTHY, cache_msg)) == NULL ||
+	    (cache == HEALTHY && add_listener(s, listening, since) < 0) ||
 	    jsonx_add(svc, "cache", s) < 0 ||
 	    (s = service(auth, 0, false, NULL)) == NULL || jsonx_add(svc, "auth", s) < 0)
 		goto fail;

@@ -60,13 +60,26 @@ int main(void)
 	ok(!c.http_cookie_secure, "cookie_secure false");
 	conf_free(&c);
 
+	ok(load("[database]\nurl = postgresql://pooler/db\n", &c, err, sizeof err) == 0, "loads without listen_url");
+	is_str(c.db_listen_url, "", "listen_url empty by default");
+	is_str(conf_listen_url(&c), "postgresql://pooler/db", "the listener uses url when listen_url is empty");
+	conf_free(&c);
+	ok(load("[database]\nurl = postgresql://pooler/db\nlisten_url = postgresql://direct/db\n", &c, err,
+	    sizeof err) == 0, "loads listen_url");
+	is_str(conf_listen_url(&c), "postgresql://direct/db", "the listener uses listen_url");
+	conf_free(&c);
+
 	setenv("BLOQR_DATABASE_URL", "postgresql:///from-env", 1);
+	setenv("BLOQR_LISTEN_URL", "postgresql:///listen-env", 1);
 	setenv("BLOQR_CACHE_PATH", "/tmp/env.db", 1);
-	ok(load("[database]\nurl = postgresql:///file\n", &c, err, sizeof err) == 0, "loads with env");
+	ok(load("[database]\nurl = postgresql:///file\nlisten_url = postgresql:///lfile\n", &c, err, sizeof err) == 0,
+	    "loads with env");
 	is_str(c.db_url, "postgresql:///from-env", "BLOQR_DATABASE_URL overrides the file");
+	is_str(c.db_listen_url, "postgresql:///listen-env", "BLOQR_LISTEN_URL overrides the file");
 	is_str(c.cache_path, "/tmp/env.db", "BLOQR_CACHE_PATH overrides the file");
 	conf_free(&c);
 	unsetenv("BLOQR_DATABASE_URL");
+	unsetenv("BLOQR_LISTEN_URL");
 	unsetenv("BLOQR_CACHE_PATH");
 
 	ok(load("[database]\nurl = x\nbogus = 1\n", &c, err, sizeof err) < 0, "unknown key refused");
