@@ -17,6 +17,7 @@
 #include "pool.h"
 #include "syncer.h"
 #include "text.h"
+#include "version.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -24,7 +25,14 @@ static void usage(FILE *f)
 	fprintf(f,
 	    "usage: bloqr.fcgi [-c FILE] --listen HOST:PORT|unix:/path [--workers N] [--foreground]\n"
 	    "       bloqr.fcgi [-c FILE]   (spawned: FastCGI socket on stdin; or plain CGI)\n"
-	    "The configuration file is -c FILE, else $BLOQR_CONF.\n");
+	    "       bloqr.fcgi -V | -h\n"
+	    "  -c, --config FILE     configuration file (default: $BLOQR_CONF)\n"
+	    "  -l, --listen ADDR     run the pool on HOST:PORT or unix:/path\n"
+	    "  -w, --workers N       worker processes (default: [pool] workers)\n"
+	    "  -f, --foreground      accepted for compatibility: always in the foreground\n"
+	    "  -V, --version         print the version and exit\n"
+	    "  -h, --help            print this help and exit\n"
+	    "See bloqr.fcgi(8) and bloqr.conf(5).\n");
 }
 
 static int serve(const struct conf *conf, int listen_fd, const int handoff[2], int cgi)
@@ -49,6 +57,7 @@ int main(int argc, char **argv)
 		{ "workers", required_argument, NULL, 'w' },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct pool pool;
@@ -64,7 +73,7 @@ int main(int argc, char **argv)
 	cgi = getenv("GATEWAY_INTERFACE") != NULL && FCGX_IsCGI();
 	if (cgi)
 		argc = 1;
-	while ((c = getopt_long(argc, argv, "c:l:w:fh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:l:w:fhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			conf_path = optarg;
@@ -85,6 +94,9 @@ int main(int argc, char **argv)
 			break;   /* always in the foreground: use a supervisor */
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			version_print(stdout, "bloqr.fcgi");
 			return 0;
 		default:
 			usage(stderr);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "text.h"
 
 static void read_state(struct cache *c)
@@ -68,6 +69,7 @@ void cache_listener_state(struct cache *c, bool connected, bool lost_pg)
 	char sql[200];
 	int64_t now = text_now_ms();
 
+	metrics_listener_state(connected, lost_pg);
 	if (!cx_usable(c))
 		return;
 	if (connected)

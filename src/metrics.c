@@ -28,6 +28,11 @@ struct metrics_shm {
 	uint64_t fcgi_accepted;
 	uint64_t fcgi_handed_off;
 	uint64_t cache[METRICS_CACHE_TABLES][METRICS_CACHE_NKIND];
+	/* The same latency buckets per route (last row: unmatched). */
+	uint64_t route_buckets[MAX_ROUTES + 1][NBOUNDS + 1];
+	uint64_t route_sum_us[MAX_ROUTES + 1];
+	uint64_t listener_up;        /* a gauge: 0 or 1, set by the syncer */
+	uint64_t listener_lost;
 };
 
 static struct metrics_shm *shm;
@@ -79,6 +84,8 @@ void metrics_request(int route, int status, long long us)
 		us = 0;
 	add(&m->requests[r][s], 1);
 	add(&m->buckets[b], 1);
+	add(&m->route_buckets[r][b], 1);
+	add(&m->route_sum_us[r], (uint64_t)us);
 	add(&m->duration_sum_us, (uint64_t)us);
 	add(&m->duration_count, 1);
 }
@@ -89,6 +96,15 @@ void metrics_count_worker_restart(void) { add(&area()->worker_restarts, 1); }
 void metrics_count_connection(void) { add(&area()->fcgi_accepted, 1); }
 void metrics_count_handoff(unsigned n) { add(&area()->fcgi_handed_off, n); }
 
+void metrics_listener_state(bool up, bool lost)
+{
+	struct metrics_shm *m = area();
+
+	__atomic_store_n(&m->listener_up, up ? 1 : 0, __ATOMIC_RELAXED);
+	if (lost)
+		add(&m->listener_lost, 1);
+}
+
 void metrics_cache(int t, enum metrics_cache_kind k)
 {
 	if (t >= 0 && t < METRICS_CACHE_TABLES)
@@ -98,6 +114,47 @@ void metrics_cache(int t, enum metrics_cache_kind k)
 uint64_t metrics_cache_get(int t, enum metrics_cache_kind k)
 {
 	return t >= 0 && t < METRICS_CACHE_TABLES ? get(&area()->cache[t][k]) : 0;
+}
+
+/* The route label of row r: "GET /api/health", or "unmatched". */
+static void route_label(size_t r, char *out, size_t n)
+{
+	if (r >= router_nroutes || r >= MAX_ROUTES)
+		snprintf(out, n, "unmatched");
+	else
+		snprintf(out, n, "%s %s", http_method_name(router_routes[r].method), router_routes[r].pattern);
+}
+
+/* bloqr_http_route_duration_seconds: the latency histogram of every route
+ * that has answered at least once. */
+static void render_route_histograms(struct buf *o, struct metrics_shm *m)
+{
+	buf_puts(o, "# HELP bloqr_http_route_duration_seconds Time from request start to response, by route.\n"
+	    "# TYPE bloqr_http_route_duration_seconds histogram\n");
+	for (size_t r = 0; r <= MAX_ROUTES; r++) {
+		uint64_t cum = 0, n[NBOUNDS + 1], total = 0;
+		char route[160];
+
+		if (r < MAX_ROUTES && r >= router_nroutes)
+			continue;
+		for (size_t b = 0; b <= NBOUNDS; b++)
+			total += n[b] = get(&m->route_buckets[r][b]);
+		if (total == 0)
+			continue;
+		route_label(r, route, sizeof route);
+		for (size_t b = 0; b <= NBOUNDS; b++) {
+			cum += n[b];
+			if (b < NBOUNDS)
+				buf_printf(o, "bloqr_http_route_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+				    route, (double)bounds_us[b] / 1e6, (unsigned long long)cum);
+			else
+				buf_printf(o, "bloqr_http_route_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+				    route, (unsigned long long)cum);
+		}
+		buf_printf(o, "bloqr_http_route_duration_seconds_sum{route=\"%s\"} %.6f\n"
+		    "bloqr_http_route_duration_seconds_count{route=\"%s\"} %llu\n",
+		    route, (double)get(&m->route_sum_us[r]) / 1e6, route, (unsigned long long)cum);
+	}
 }
 
 int metrics_render(struct buf *o)
@@ -112,11 +169,7 @@ int metrics_render(struct buf *o)
 
 		if (r < MAX_ROUTES && r >= router_nroutes)
 			continue;
-		if (r == MAX_ROUTES)
-			snprintf(route, sizeof route, "unmatched");
-		else
-			snprintf(route, sizeof route, "%s %s", http_method_name(router_routes[r].method),
-			    router_routes[r].pattern);
+		route_label(r, route, sizeof route);
 		for (size_t s = 0; s <= NSTATUS; s++) {
 			uint64_t v = get(&m->requests[r][s]);
 			if (v == 0)
@@ -143,6 +196,13 @@ int metrics_render(struct buf *o)
 	buf_printf(o, "bloqr_http_request_duration_seconds_sum %.6f\n"
 	    "bloqr_http_request_duration_seconds_count %llu\n",
 	    (double)get(&m->duration_sum_us) / 1e6, (unsigned long long)get(&m->duration_count));
+	render_route_histograms(o, m);
+	buf_printf(o, "# HELP bloqr_cache_listener_up 1 while this host's syncer listens for cache invalidations "
+	    "(PostgreSQL LISTEN), else 0 (no syncer: spawned or CGI mode).\n"
+	    "# TYPE bloqr_cache_listener_up gauge\nbloqr_cache_listener_up %llu\n"
+	    "# HELP bloqr_cache_listener_lost_total PostgreSQL connections the syncer lost while listening.\n"
+	    "# TYPE bloqr_cache_listener_lost_total counter\nbloqr_cache_listener_lost_total %llu\n",
+	    (unsigned long long)get(&m->listener_up), (unsigned long long)get(&m->listener_lost));
 	buf_printf(o, "# HELP bloqr_pg_errors_total Failed PostgreSQL commands and connection attempts.\n"
 	    "# TYPE bloqr_pg_errors_total counter\nbloqr_pg_errors_total %llu\n"
 	    "# HELP bloqr_pg_reconnects_total PostgreSQL connections re-established after a loss.\n"

@@ -5,6 +5,7 @@
 #ifndef BLOQR_METRICS_H
 #define BLOQR_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,10 @@ void metrics_count_worker_restart(void);
 /* FastCGI connections accepted; kept ones passed between workers (fcgi.h). */
 void metrics_count_connection(void);
 void metrics_count_handoff(unsigned n);
+
+/* The syncer's LISTEN: up while it listens on a live connection; lost
+ * when it lost that connection (bloqr_cache_listener_up, _lost_total). */
+void metrics_listener_state(bool up, bool lost);
 
 /* L1 cache outcomes per table (enum cache_tbl). */
 enum metrics_cache_kind { METRICS_CACHE_HIT = 0, METRICS_CACHE_MISS, METRICS_CACHE_STALE, METRICS_CACHE_ERROR, METRICS_CACHE_NKIND };

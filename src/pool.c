@@ -21,6 +21,7 @@
 #include "fcgi.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 
 #define POOL_MAX_WORKERS 256
 #define STOP_GRACE_MS 10000        /* in-flight requests get this long */
@@ -46,6 +47,7 @@ struct master {
 	long long retiring_deadline;
 	int replace_next;          /* next slot to replace after SIGHUP; -1 none */
 	bool stopping;
+	bool ready_sent;           /* READY=1 told to systemd */
 	char *unix_path;           /* to unlink at exit */
 	uid_t uid;
 	gid_t gid;
@@ -370,14 +372,28 @@ static long desired_workers(const struct pool *p)
 	return n > POOL_MAX_WORKERS ? POOL_MAX_WORKERS : n;
 }
 
+/* Tell systemd (Type=notify) where the pool stands; a failure is logged
+ * once and otherwise ignored: the pool serves either way. */
+static void pool_notify(const char *state)
+{
+	static bool warned;
+
+	if (notify_send(state) < 0 && !warned) {
+		warned = true;
+		log_warn("pool: cannot notify systemd ($NOTIFY_SOCKET): %s", strerror(errno));
+	}
+}
+
 static void reload(struct master *m)
 {
 	struct conf fresh;
 	char err[512];
 	long want;
 
+	pool_notify("RELOADING=1");
 	if (conf_load(&fresh, m->p->conf.path, err, sizeof err) < 0) {
 		log_error("pool: reload failed, keeping the old configuration: %s", err);
+		pool_notify("READY=1\nSTATUS=reload failed, the old configuration stays");
 		return;
 	}
 	if (strcmp(fresh.pool_listen, m->p->conf.pool_listen) != 0 && m->p->listen == NULL)
@@ -417,6 +433,7 @@ static int step_replace(struct master *m)
 	if (m->replace_next >= m->nslots) {
 		m->replace_next = -1;
 		log_info("pool: all workers replaced");
+		pool_notify("READY=1\nSTATUS=configuration reloaded");
 		return 0;
 	}
 	s = &m->slots[m->replace_next];
@@ -581,6 +598,10 @@ int pool_run(struct pool *p)
 				wake = m.syncer.next_start_ms;
 			}
 		}
+		if (!m.ready_sent) {   /* bound, and the workers forked */
+			m.ready_sent = true;
+			pool_notify("READY=1\nSTATUS=serving");
+		}
 		{
 			int r = step_replace(&m);
 			if (r == 1)
@@ -612,6 +633,7 @@ int pool_run(struct pool *p)
 		}
 		reap(&m);
 	}
+	pool_notify("STOPPING=1");
 	drain(&m);
 	rc = POOL_MASTER_DONE;
 	log_info("pool: stopped");

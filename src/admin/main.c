@@ -29,6 +29,7 @@
 #include "pg.h"
 #include "text.h"
 #include "users.h"
+#include "version.h"
 
 enum { ADMIN_OK = 0, ADMIN_FAIL = 1, ADMIN_USAGE = 2 };
 
@@ -76,8 +77,11 @@ static const struct admin_cmd admin_cmds[] = {
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: %s [-c FILE] COMMAND [OPTIONS]\n"
+	    "       %s -V | -h\n"
 	    "  -c, --config FILE   configuration file (default: $BLOQR_CONF)\n"
-	    "commands:\n", prog);
+	    "  -V, --version       print the version and exit\n"
+	    "  -h, --help          print this help and exit\n"
+	    "commands:\n", prog, prog);
 	for (size_t i = 0; i < NCMDS; i++)
 		fprintf(f, "  %s%s%s %s\n      %s\n", admin_cmds[i].name,
 		    admin_cmds[i].sub ? " " : "", admin_cmds[i].sub ? admin_cmds[i].sub : "",
@@ -566,6 +570,10 @@ int main(int argc, char **argv)
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
+			return ADMIN_OK;
+		}
+		if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0) {
+			version_print(stdout, prog);
 			return ADMIN_OK;
 		}
 		if (strcmp(argv[i], "--") == 0) {
