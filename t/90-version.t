@@ -44,4 +44,25 @@ for my $rel ('cgi-bin/bloqr.fcgi', 'src/bloqr-admin') {
 	is($r->{rc}, 2, "$name: an unknown option is a usage error (2)");
 }
 
+# Every bloqr-admin command takes --help (getopt_long), and a usage error
+# is one line on stderr (CONTRACT §1) that points at it.
+my $admin = program('src/bloqr-admin');
+for my $cmd (['migrate'], [qw(user create)], [qw(token create)], [qw(deploy record)], [qw(cache rebuild)],
+    [qw(cache verify)]) {
+	my $r = run_cmd([$admin, @$cmd, '--help'], env => { BLOQR_CONF => '/nonexistent/bloqr.conf' });
+	is($r->{rc}, 0, "bloqr-admin @$cmd --help exits 0");
+	like($r->{out}, qr/^usage: bloqr-admin \[-c FILE\] \Q@$cmd\E/, "... and prints its usage");
+	$r = run_cmd([$admin, '-c', '/nonexistent/bloqr.conf', @$cmd, '--no-such-option']);
+	is($r->{rc}, 2, "bloqr-admin @$cmd --no-such-option: exit 2");
+	like($r->{err}, qr/\A[^\n]*--no-such-option[^\n]*--help[^\n]*\n\z/, '... one line naming it and --help')
+		or diag $r->{err};
+}
+my $r = run_cmd([$admin, 'user', 'create', '--email']);
+like($r->{err}, qr/\A[^\n]*--email needs an address[^\n]*\n\z/, 'a missing value: one line naming the option')
+	or diag $r->{err};
+$r = run_cmd([$admin, 'cache', 'verify', 'extra']);
+like($r->{err}, qr/\A[^\n]*unexpected argument 'extra'[^\n]*\n\z/, 'a stray word: one line') or diag $r->{err};
+$r = run_cmd([$admin, '--config=/nonexistent/x.conf', 'cache', 'verify']);
+like($r->{err}, qr{/nonexistent/x\.conf}, '--config=FILE before the command is read') or diag $r->{err};
+
 done_testing;

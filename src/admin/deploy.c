@@ -18,8 +18,11 @@
 #include "store.h"
 #include "text.h"
 
-enum { DEPLOY_OK = 0, DEPLOY_FAIL = 1, DEPLOY_USAGE = 2 };
-
+const struct admin_optdef admin_deploy_opts[ADMIN_DEPLOY_NOPTS] = {
+	{ "version", true, "a version" }, { "commit", true, "a commit" }, { "branch", true, "a branch" },
+	{ "by", true, "a name" }, { "status", true, "success or failed" }, { "duration-ms", true, "a number" },
+	{ "run-id", true, "an id" }, { "run-url", true, "a URL" },
+};
 
 
 /* A text option: valid per deployments_text_valid, else the usage status. */
@@ -31,35 +34,13 @@ static bool text_ok(const char *opt_name, const char *v, size_t max)
 	return false;
 }
 
-int admin_deploy_record(const struct conf *conf, int argc, char **argv)
+int admin_deploy_record(const struct conf *conf, const char *const v[ADMIN_DEPLOY_NOPTS])
 {
-	static const struct { const char *name; int field; } opts[] = {
-		{ "--version", 0 }, { "--commit", 1 }, { "--branch", 2 }, { "--by", 3 },
-		{ "--status", 4 }, { "--duration-ms", 5 }, { "--run-id", 6 }, { "--run-url", 7 },
-		{ "--config", 8 }, { "-c", 8 },
-	};
-	const char *v[9] = { NULL };
 	struct deployment_in in;
 	struct cache_row row = { 0 };
 	struct pg *pg = NULL;
 	int rc;
 
-	for (int i = 0; i < argc; i++) {
-		size_t k;
-		int r = 0;
-
-		for (k = 0; k < sizeof opts / sizeof opts[0]; k++)
-			if ((r = admin_opt_value(argc, argv, &i, NULL, opts[k].name, &v[opts[k].field])) != 0)
-				break;
-		if (r < 0) {
-			admin_errorf("deploy record: %s needs a value", opts[k].name);
-			return DEPLOY_USAGE;
-		}
-		if (k == sizeof opts / sizeof opts[0]) {
-			admin_errorf("deploy record: unexpected argument '%s'", argv[i]);
-			return DEPLOY_USAGE;
-		}
-	}
 	/* Everything is checked before the database is touched. */
 	memset(&in, 0, sizeof in);
 	in.version = v[0];
@@ -72,22 +53,22 @@ int admin_deploy_record(const struct conf *conf, int argc, char **argv)
 	in.duration_ms = -1;
 	if (!in.version || !in.git_commit || !in.git_branch || !in.deployed_by) {
 		admin_errorf("deploy record: --version, --commit, --branch and --by are required");
-		return DEPLOY_USAGE;
+		return ADMIN_USAGE;
 	}
 	if (!deployments_version_valid(in.version)) {
 		admin_errorf("invalid --version '%.*s': 1 to %d characters of 0-9, A-Z, a-z, '.' and '-'",
 		    DEPLOY_VERSION_MAX + 1, in.version, DEPLOY_VERSION_MAX);
-		return DEPLOY_USAGE;
+		return ADMIN_USAGE;
 	}
 	if (!text_ok("--commit", in.git_commit, DEPLOY_COMMIT_MAX) ||
 	    !text_ok("--branch", in.git_branch, DEPLOY_BRANCH_MAX) ||
 	    !text_ok("--by", in.deployed_by, DEPLOY_BY_MAX) ||
 	    !text_ok("--run-id", in.run_id, DEPLOY_RUN_ID_MAX) ||
 	    !text_ok("--run-url", in.run_url, DEPLOY_RUN_URL_MAX))
-		return DEPLOY_USAGE;
+		return ADMIN_USAGE;
 	if (in.status && !deployments_status_valid(in.status)) {
 		admin_errorf("invalid --status '%.*s': success or failed", 32, in.status);
-		return DEPLOY_USAGE;
+		return ADMIN_USAGE;
 	}
 	if (v[5]) {
 		int64_t n = text_parse_uint(v[5], strlen(v[5]));
@@ -95,18 +76,18 @@ int admin_deploy_record(const struct conf *conf, int argc, char **argv)
 		if (n < 0 || n > DEPLOY_DURATION_MAX) {
 			admin_errorf("invalid --duration-ms '%.*s': a whole number from 0 to %lld",
 			    32, v[5], DEPLOY_DURATION_MAX);
-			return DEPLOY_USAGE;
+			return ADMIN_USAGE;
 		}
 		in.duration_ms = n;
 	}
 
 	if ((pg = pg_new(conf->db_url, conf->db_statement_timeout_ms, "bloqr-admin")) == NULL) {
 		admin_errorf("out of memory");
-		return DEPLOY_FAIL;
+		return ADMIN_FAIL;
 	}
 	if (pg_connect(pg) != PG_OK) {
 		admin_errorf("postgres: cannot connect: %s", pg_last_error(pg));
-		rc = DEPLOY_FAIL;
+		rc = ADMIN_FAIL;
 		goto out;
 	}
 	{
@@ -117,16 +98,16 @@ int admin_deploy_record(const struct conf *conf, int argc, char **argv)
 	}
 	if (rc == PG_ECONFLICT) {
 		admin_errorf("a deployment with version '%s' and this build number already exists", in.version);
-		rc = DEPLOY_FAIL;
+		rc = ADMIN_FAIL;
 	} else if (rc != PG_OK) {
 		const char *msg = pg_last_error(pg);
 
 		admin_errorf("postgres: recording the deployment failed: %s",
 		    msg && msg[0] ? msg : bloqr_strerror(rc));
-		rc = DEPLOY_FAIL;
+		rc = ADMIN_FAIL;
 	} else {
 		printf("%s\n", row.cols[DEPLOY_COL_FULL_VERSION]);
-		rc = fflush(stdout) == 0 ? DEPLOY_OK : DEPLOY_FAIL;
+		rc = fflush(stdout) == 0 ? ADMIN_OK : ADMIN_FAIL;
 	}
 out:
 	cache_row_free(&row);

@@ -3,11 +3,12 @@
  *   bloqr-admin [-c FILE] COMMAND [SUBCOMMAND] [OPTIONS]
  *
  * Commands are rows of admin_cmds[]: a name, an optional second word
- * ("user create"), the function and its usage line. A command function gets
- * the words after the command, parses its own options (admin_opt_config
- * accepts -c there too), loads the configuration with admin_conf and returns
- * the exit status: ADMIN_OK, ADMIN_FAIL (one line on stderr) or ADMIN_USAGE
- * (admin_usage_error). Nothing below main() exits. */
+ * ("user create"), the function and its usage. A command function gets the
+ * words after the command, parses them with admin_parse (getopt_long: its
+ * own options, -c FILE and --help), loads the configuration with admin_conf
+ * and returns the exit status: ADMIN_OK, ADMIN_FAIL (one line on stderr) or
+ * ADMIN_USAGE. Nothing below main() exits. */
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,8 +32,6 @@
 #include "users.h"
 #include "version.h"
 
-enum { ADMIN_OK = 0, ADMIN_FAIL = 1, ADMIN_USAGE = 2 };
-
 static const char prog[] = "bloqr-admin";
 
 struct admin_ctx {
@@ -44,33 +43,34 @@ struct admin_ctx {
 struct admin_cmd {
 	const char *name;
 	const char *sub;         /* second word, or NULL */
-	int (*run)(struct admin_ctx *ctx, int argc, char **argv);
-	const char *args;        /* usage after the command words */
-	const char *help;
+	int (*run)(struct admin_ctx *ctx, const struct admin_usage *u, int argc, char **argv);
+	struct admin_usage usage;
 };
 
-static int cmd_migrate(struct admin_ctx *ctx, int argc, char **argv);
-static int cmd_user_create(struct admin_ctx *ctx, int argc, char **argv);
-static int cmd_token_create(struct admin_ctx *ctx, int argc, char **argv);
-static int cmd_deploy_record(struct admin_ctx *ctx, int argc, char **argv);
-static int cmd_cache_rebuild(struct admin_ctx *ctx, int argc, char **argv);
-static int cmd_cache_verify(struct admin_ctx *ctx, int argc, char **argv);
+#define CMD(f) static int f(struct admin_ctx *ctx, const struct admin_usage *u, int argc, char **argv)
+CMD(cmd_migrate);
+CMD(cmd_user_create);
+CMD(cmd_token_create);
+CMD(cmd_deploy_record);
+CMD(cmd_cache_rebuild);
+CMD(cmd_cache_verify);
 
 static const struct admin_cmd admin_cmds[] = {
-	{ "migrate", NULL, cmd_migrate, "[--dir DIR] [--status]",
-	  "apply pending PostgreSQL and SQLite migrations (--status: list them)" },
-	{ "user", "create", cmd_user_create,
+	{ "migrate", NULL, cmd_migrate, { "migrate", "[--dir DIR] [--status]",
+	  "apply pending PostgreSQL and SQLite migrations (--status: list them)" } },
+	{ "user", "create", cmd_user_create, { "user create",
 	  "--email E [--name N] [--role admin|user|readonly] [--tier T] [--password-stdin]",
-	  "create a user (password: one line on standard input); prints its id" },
-	{ "token", "create", cmd_token_create, "--email E [--ttl-days D] [--name LABEL]",
-	  "create a bearer token for a user (D 0..3650, default 90, 0 = never expires); prints it" },
-	{ "deploy", "record", cmd_deploy_record,
+	  "create a user (password: one line on standard input); prints its id" } },
+	{ "token", "create", cmd_token_create, { "token create", "--email E [--ttl-days D] [--name LABEL]",
+	  "create a bearer token for a user (D 0..3650, default 90, 0 = never expires); prints it" } },
+	{ "deploy", "record", cmd_deploy_record, { "deploy record",
 	  "--version V --commit SHA --branch B --by WHO [--status success|failed] [--duration-ms N] "
 	  "[--run-id ID] [--run-url URL]",
-	  "record a deployment; prints its full version (V+build.N)" },
-	{ "cache", "rebuild", cmd_cache_rebuild, "", "refill this host's SQLite cache from PostgreSQL" },
-	{ "cache", "verify", cmd_cache_verify, "",
-	  "compare every cached row with PostgreSQL; prints differences, exit 1 if any" },
+	  "record a deployment; prints its full version (V+build.N)" } },
+	{ "cache", "rebuild", cmd_cache_rebuild, { "cache rebuild", "",
+	  "refill this host's SQLite cache from PostgreSQL" } },
+	{ "cache", "verify", cmd_cache_verify, { "cache verify", "",
+	  "compare every cached row with PostgreSQL; prints differences, exit 1 if any" } },
 };
 #define NCMDS (sizeof admin_cmds / sizeof admin_cmds[0])
 
@@ -83,13 +83,13 @@ static void usage(FILE *f)
 	    "  -h, --help          print this help and exit\n"
 	    "commands:\n", prog, prog);
 	for (size_t i = 0; i < NCMDS; i++)
-		fprintf(f, "  %s%s%s %s\n      %s\n", admin_cmds[i].name,
-		    admin_cmds[i].sub ? " " : "", admin_cmds[i].sub ? admin_cmds[i].sub : "",
-		    admin_cmds[i].args, admin_cmds[i].help);
+		fprintf(f, "  %s %s\n      %s\n", admin_cmds[i].usage.words, admin_cmds[i].usage.args,
+		    admin_cmds[i].usage.help);
+	fprintf(f, "'%s COMMAND --help' describes one command.\n", prog);
 }
 
 
-/* One line naming the problem, then the usage; returns ADMIN_USAGE. */
+/* One line naming the problem; returns ADMIN_USAGE. */
 static int admin_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static int admin_usage_error(const char *fmt, ...)
@@ -100,22 +100,11 @@ static int admin_usage_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%s: %s\n", prog, line);
-	usage(stderr);
+	/* One line, as every error (CONTRACT §1); the usage is a --help away. */
+	fprintf(stderr, "%s: %s (see '%s --help')\n", prog, line, prog);
 	return ADMIN_USAGE;
 }
 
-
-/* -c FILE / --config FILE anywhere among a command's options: 1 when
- * argv[*i] was one, 0 when not, -1 (usage error printed) on a missing value. */
-static int admin_opt_config(struct admin_ctx *ctx, int argc, char **argv, int *i)
-{
-	int r = admin_opt_value(argc, argv, i, "-c", "--config", &ctx->conf_path);
-
-	if (r < 0)
-		admin_usage_error("%s needs a file name", argv[*i]);
-	return r;
-}
 
 /* Load the configuration once: -c FILE, else $BLOQR_CONF. NULL (message
  * printed) when there is none or it is invalid. */
@@ -140,27 +129,20 @@ static const struct conf *admin_conf(struct admin_ctx *ctx)
 
 /* ----------------------------------------------------------- migrate -- */
 
-static int cmd_migrate(struct admin_ctx *ctx, int argc, char **argv)
+CMD(cmd_migrate)
 {
+	static const struct admin_optdef defs[] = { { "dir", true, "a directory" }, { "status", false, NULL } };
+	const char *v[2];
 	const struct conf *c;
-	const char *dir = NULL;
-	bool status = false;
+	const char *dir;
+	bool status;
 	char err[1024];
 	int r;
 
-	for (int i = 0; i < argc; i++) {
-		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
-			if (r < 0)
-				return ADMIN_USAGE;
-		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--dir", &dir)) != 0) {
-			if (r < 0)
-				return admin_usage_error("--dir needs a directory");
-		} else if (strcmp(argv[i], "--status") == 0) {
-			status = true;
-		} else {
-			return admin_usage_error("migrate: unexpected argument '%s'", argv[i]);
-		}
-	}
+	if ((r = admin_parse(u, defs, 2, v, &ctx->conf_path, argc, argv)) != 0)
+		return r == 1 ? ADMIN_OK : r;
+	dir = v[0];
+	status = v[1] != NULL;
 	if (dir != NULL && dir[0] == '\0')
 		return admin_usage_error("--dir needs a directory");
 	if ((c = admin_conf(ctx)) == NULL)
@@ -288,38 +270,25 @@ static int read_password(char pw[static USERS_PASSWORD_MAX + 2])
 	return rc;
 }
 
-static int cmd_user_create(struct admin_ctx *ctx, int argc, char **argv)
+CMD(cmd_user_create)
 {
-	const char *email = NULL, *name = NULL, *role = NULL, *tier = NULL;
-	bool want_pw = false;
+	static const struct admin_optdef defs[] = { { "email", true, "an address" }, { "name", true, NULL },
+		{ "role", true, NULL }, { "tier", true, NULL }, { "password-stdin", false, NULL } };
+	const char *v[5], *email, *name, *role, *tier;
+	bool want_pw;
 	char pw[USERS_PASSWORD_MAX + 2];
 	char id[40];
 	const struct conf *c;
 	struct pg *pg;
 	int r;
 
-	for (int i = 0; i < argc; i++) {
-		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
-			if (r < 0)
-				return ADMIN_USAGE;
-		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--email", &email)) != 0) {
-			if (r < 0)
-				return admin_usage_error("--email needs an address");
-		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--name", &name)) != 0) {
-			if (r < 0)
-				return admin_usage_error("--name needs a value");
-		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--role", &role)) != 0) {
-			if (r < 0)
-				return admin_usage_error("--role needs a value");
-		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--tier", &tier)) != 0) {
-			if (r < 0)
-				return admin_usage_error("--tier needs a value");
-		} else if (strcmp(argv[i], "--password-stdin") == 0) {
-			want_pw = true;
-		} else {
-			return admin_usage_error("user create: unexpected argument '%s'", argv[i]);
-		}
-	}
+	if ((r = admin_parse(u, defs, 5, v, &ctx->conf_path, argc, argv)) != 0)
+		return r == 1 ? ADMIN_OK : r;
+	email = v[0];
+	name = v[1];
+	role = v[2];
+	tier = v[3];
+	want_pw = v[4] != NULL;
 	/* Everything is checked before the configuration or the database. */
 	if (email == NULL)
 		return admin_usage_error("user create: --email is required");
@@ -359,32 +328,22 @@ static int cmd_user_create(struct admin_ctx *ctx, int argc, char **argv)
 #define TOKEN_TTL_DAYS_MAX 3650
 #define TOKEN_LABEL_MAX 200
 
-static int cmd_token_create(struct admin_ctx *ctx, int argc, char **argv)
+CMD(cmd_token_create)
 {
-	const char *email = NULL, *ttl = NULL, *label = NULL;
+	static const struct admin_optdef defs[] = { { "email", true, "an address" },
+		{ "ttl-days", true, "a number of days" }, { "name", true, "a label" } };
+	const char *v[3], *email, *ttl, *label;
 	char id[40], token[AUTH_TOKEN_LEN + 1];
 	int64_t days = TOKEN_TTL_DAYS_DEFAULT;
 	const struct conf *c;
 	struct pg *pg;
 	int r;
 
-	for (int i = 0; i < argc; i++) {
-		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
-			if (r < 0)
-				return ADMIN_USAGE;
-		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--email", &email)) != 0) {
-			if (r < 0)
-				return admin_usage_error("--email needs an address");
-		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--ttl-days", &ttl)) != 0) {
-			if (r < 0)
-				return admin_usage_error("--ttl-days needs a number of days");
-		} else if ((r = admin_opt_value(argc, argv, &i, NULL, "--name", &label)) != 0) {
-			if (r < 0)
-				return admin_usage_error("--name needs a label");
-		} else {
-			return admin_usage_error("token create: unexpected argument '%s'", argv[i]);
-		}
-	}
+	if ((r = admin_parse(u, defs, 3, v, &ctx->conf_path, argc, argv)) != 0)
+		return r == 1 ? ADMIN_OK : r;
+	email = v[0];
+	ttl = v[1];
+	label = v[2];
 	if (email == NULL)
 		return admin_usage_error("token create: --email is required");
 	if (!users_email_valid(email))
@@ -428,50 +387,17 @@ static int cmd_token_create(struct admin_ctx *ctx, int argc, char **argv)
 
 /* ------------------------------------------------------ deploy, cache -- */
 
-/* Only -c FILE may stand among a command's words here. */
-static int only_config(struct admin_ctx *ctx, int argc, char **argv, const char *cmd)
+CMD(cmd_deploy_record)
 {
+	const char *v[ADMIN_DEPLOY_NOPTS];
+	const struct conf *c;
 	int r;
 
-	for (int i = 0; i < argc; i++) {
-		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
-			if (r < 0)
-				return ADMIN_USAGE;
-		} else {
-			return admin_usage_error("%s: unexpected argument '%s'", cmd, argv[i]);
-		}
-	}
-	return ADMIN_OK;
-}
-
-static int cmd_deploy_record(struct admin_ctx *ctx, int argc, char **argv)
-{
-	const struct conf *c;
-	char **rest;
-	int n = 0, r;
-
-	/* Take -c FILE out; the rest is the deploy command's own. */
-	rest = calloc((size_t)argc + 1, sizeof *rest);
-	if (rest == NULL) {
-		admin_errorf("out of memory");
-		return ADMIN_FAIL;
-	}
-	for (int i = 0; i < argc; i++) {
-		if ((r = admin_opt_config(ctx, argc, argv, &i)) != 0) {
-			if (r < 0) {
-				free(rest);
-				return ADMIN_USAGE;
-			}
-			continue;
-		}
-		rest[n++] = argv[i];
-	}
+	if ((r = admin_parse(u, admin_deploy_opts, ADMIN_DEPLOY_NOPTS, v, &ctx->conf_path, argc, argv)) != 0)
+		return r == 1 ? ADMIN_OK : r;
 	if ((c = admin_conf(ctx)) == NULL)
-		r = ADMIN_FAIL;
-	else
-		r = admin_deploy_record(c, n, rest);
-	free(rest);
-	return r;
+		return ADMIN_FAIL;
+	return admin_deploy_record(c, v);
 }
 
 static struct cache *admin_cache(const struct conf *c)
@@ -488,7 +414,7 @@ static struct cache *admin_cache(const struct conf *c)
 	return cache;
 }
 
-static int cmd_cache_rebuild(struct admin_ctx *ctx, int argc, char **argv)
+CMD(cmd_cache_rebuild)
 {
 	long rows[CACHE_NTABLES];
 	const struct conf *c;
@@ -496,14 +422,14 @@ static int cmd_cache_rebuild(struct admin_ctx *ctx, int argc, char **argv)
 	struct pg *pg = NULL;
 	int r;
 
-	if ((r = only_config(ctx, argc, argv, "cache rebuild")) != ADMIN_OK)
-		return r;
+	if ((r = admin_parse(u, NULL, 0, NULL, &ctx->conf_path, argc, argv)) != 0)
+		return r == 1 ? ADMIN_OK : r;
 	if ((c = admin_conf(ctx)) == NULL || (cache = admin_cache(c)) == NULL || (pg = admin_pg(c)) == NULL) {
 		r = ADMIN_FAIL;
 		goto out;
 	}
 	r = cache_rebuild(cache, pg, rows);
-	if (r == -1) {
+	if (r == BLOQR_ECACHE) {
 		admin_errorf("cache: %s is not usable (see the message above)", c->cache_path);
 		r = ADMIN_FAIL;
 	} else if (r != PG_OK) {
@@ -519,7 +445,7 @@ out:
 	return r;
 }
 
-static int cmd_cache_verify(struct admin_ctx *ctx, int argc, char **argv)
+CMD(cmd_cache_verify)
 {
 	struct buf report = BUF_INIT;
 	const struct conf *c;
@@ -528,8 +454,8 @@ static int cmd_cache_verify(struct admin_ctx *ctx, int argc, char **argv)
 	long diffs;
 	int r;
 
-	if ((r = only_config(ctx, argc, argv, "cache verify")) != ADMIN_OK)
-		return r;
+	if ((r = admin_parse(u, NULL, 0, NULL, &ctx->conf_path, argc, argv)) != 0)
+		return r == 1 ? ADMIN_OK : r;
 	if ((c = admin_conf(ctx)) == NULL || (cache = admin_cache(c)) == NULL || (pg = admin_pg(c)) == NULL) {
 		r = ADMIN_FAIL;
 		goto out;
@@ -556,7 +482,7 @@ int main(int argc, char **argv)
 {
 	struct admin_ctx ctx = { NULL, { 0 }, false };
 	const struct admin_cmd *cmd = NULL;
-	int i = 1, r, rc;
+	int i, rc;
 
 	/* Errors are reported by the commands, one line each; library
 	 * warnings (e.g. a failed connect attempt) would only repeat them. */
@@ -567,23 +493,32 @@ int main(int argc, char **argv)
 		return ADMIN_FAIL;
 	}
 
-	for (; i < argc && argv[i][0] == '-'; i++) {
-		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-			usage(stdout);
-			return ADMIN_OK;
+	{
+		static const struct option top[] = {
+			{ "config", required_argument, NULL, 'c' }, { "help", no_argument, NULL, 'h' },
+			{ "version", no_argument, NULL, 'V' }, { NULL, 0, NULL, 0 },
+		};
+		int c;
+
+		/* Options before the command; '+' stops at the command's name. */
+		opterr = 0;
+		while ((c = getopt_long(argc, argv, "+:c:hV", top, NULL)) != -1) {
+			if (c == 'h') {
+				usage(stdout);
+				return ADMIN_OK;
+			}
+			if (c == 'V') {
+				version_print(stdout, prog);
+				return ADMIN_OK;
+			}
+			if (c == 'c')
+				ctx.conf_path = optarg;
+			else if (c == ':')
+				return admin_usage_error("%s needs a file name", argv[optind - 1]);
+			else
+				return admin_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
-		if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0) {
-			version_print(stdout, prog);
-			return ADMIN_OK;
-		}
-		if (strcmp(argv[i], "--") == 0) {
-			i++;
-			break;
-		}
-		if ((r = admin_opt_config(&ctx, argc, argv, &i)) < 0)
-			return ADMIN_USAGE;
-		if (r == 0)
-			return admin_usage_error("unknown option '%s'", argv[i]);
+		i = optind;
 	}
 	if (i >= argc)
 		return admin_usage_error("no command given");
@@ -608,7 +543,7 @@ int main(int argc, char **argv)
 		return admin_usage_error("unknown command '%s'", argv[i]);
 	}
 	i += cmd->sub ? 2 : 1;
-	rc = cmd->run(&ctx, argc - i, argv + i);
+	rc = cmd->run(&ctx, &cmd->usage, argc - i, argv + i);
 	if (ctx.conf_loaded)
 		conf_free(&ctx.conf);
 	/* Output that could not be written is a failure too. */
