@@ -64,8 +64,6 @@ sub dash_signin {
 	return ($r, $cookie);
 }
 
-sub show { my ($r) = @_; "status $r->{status}: " . substr($r->{content} // '', 0, 400) }
-
 # ------------------------------------------------------------ static --
 
 subtest 'the dashboard files come from the page directory' => sub {
