@@ -3,6 +3,8 @@
  * transactions, and the file's version (the WAL-index header). */
 #include "cache_int.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,14 +19,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "text.h"
-
-long long cx_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int cx_col_index(const struct cache_tabledef *d, const char *name)
 {
@@ -237,7 +231,7 @@ static int journal_mode_is_wal(void *ctx, int n, char **vals, char **names)
 static int cache_reopen(struct cache *c)
 {
 	struct stat st;
-	long long now = cx_mono_ms();
+	long long now = clock_mono_ms();
 
 	if (c->db)
 		return 0;
@@ -321,7 +315,7 @@ bool cx_usable(struct cache *c)
 
 	if (c == NULL || c->path == NULL)
 		return false;
-	now = cx_mono_ms();
+	now = clock_mono_ms();
 	if (c->db && now >= c->next_stat_ms) {
 		c->next_stat_ms = now + FILE_RECHECK_MS;
 		if (stat(c->path, &st) < 0 || st.st_ino != c->ino || st.st_dev != c->dev) {
@@ -378,11 +372,10 @@ bool cache_enabled(const struct cache *c)
 
 int cache_probe(struct cache *c, double *latency_ms)
 {
-	struct timespec a, b;
+	double t0 = clock_mono_ms_f();
 	sqlite3_stmt *s = NULL;
 	int rc = -1;
 
-	clock_gettime(CLOCK_MONOTONIC, &a);
 	if (c && c->db)
 		c->next_stat_ms = 0;   /* look at the file now */
 	if (!cx_usable(c))
@@ -398,8 +391,7 @@ int cache_probe(struct cache *c, double *latency_ms)
 	}
 	rc = 0;
 out:
-	clock_gettime(CLOCK_MONOTONIC, &b);
-	*latency_ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+	*latency_ms = clock_mono_ms_f() - t0;
 	return rc;
 }
 

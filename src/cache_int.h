@@ -43,7 +43,6 @@ struct cache {
 
 /* ---- cache_file.c: the handle, statements, rows, transactions ---- */
 
-long long cx_mono_ms(void);
 /* Ready to use: open, and still the file at path (checked at most once a
  * second); reopens or rebuilds a missing or broken file. */
 bool cx_usable(struct cache *c);

@@ -1,5 +1,7 @@
 #include "fcgi.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -119,14 +121,6 @@ struct loop {
 	size_t body_keep;          /* max_body + 1: past it, 413 */
 	long long timeout_ms;      /* [http] request_timeout */
 };
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static const char *fcgi_param(void *ctx, const char *name)
 {
@@ -714,7 +708,7 @@ static void progress(struct loop *L, int fd, unsigned long long max)
 		enum feed f;
 
 		if (c->deadline == 0 && c->in.len > 0)
-			c->deadline = mono_ms() + L->timeout_ms;
+			c->deadline = clock_mono_ms() + L->timeout_ms;
 		f = parse(L, c);
 		if (f == FEED_CLOSE) {
 			conn_remove(L, (int)(c - L->conns), true);
@@ -824,7 +818,7 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 	for (;;) {
 		struct pollfd pfd[2 + FCGI_MAX_CONNS];
 		int ready[FCGI_MAX_CONNS], nready = 0, np = 0, li = -1, hi = -1, first, busy = 0;
-		long long now = mono_ms(), next;
+		long long now = clock_mono_ms(), next;
 		struct timespec ts, *tsp = NULL;
 
 		if (!stopping && (stop_flag || (max > 0 && app->served >= max))) {

@@ -1,5 +1,7 @@
 #include "http.h"
 
+#include "clock.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,14 +50,6 @@ bool http_request_id_valid(const char *s)
 	return n > 0;
 }
 
-static long long mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static char rid_prefix[17];
 static unsigned long long rid_seq;
 
@@ -89,7 +83,7 @@ int http_request_init(struct http_request *req, const struct http_io *io, struct
 	memset(req, 0, sizeof *req);
 	req->io = io;
 	req->arena = arena;
-	req->start_us = mono_us();
+	req->start_us = clock_mono_us();
 	req->body = "";
 	m = io->param(io->ctx, "REQUEST_METHOD");
 	req->method_name = m ? m : "";

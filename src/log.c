@@ -1,5 +1,7 @@
 #include "log.h"
 
+#include "clock.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,14 +36,6 @@ struct rl_slot {
 
 static struct rl_slot slots[LOG_RL_SLOTS];
 static bool flushing;
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void write_line(enum log_level lvl, const char *fmt, va_list ap)
 {
@@ -102,7 +96,7 @@ void log_set_rate_limit(unsigned long burst, long window_ms)
 
 void log_flush_dropped(void)
 {
-	long long now = mono_ms();
+	long long now = clock_mono_ms();
 
 	if (flushing)
 		return;
@@ -120,7 +114,7 @@ static bool admit(enum log_level lvl, const char *fmt)
 {
 	uintptr_t h = (uintptr_t)fmt;
 	struct rl_slot *s = &slots[((h >> 3) ^ (h >> 11)) % LOG_RL_SLOTS];
-	long long now = mono_ms();
+	long long now = clock_mono_ms();
 
 	if (s->fmt != fmt || now - s->start_ms >= rl_window_ms) {
 		report_dropped(s, now);   /* a message that lost its slot, or an old window */

@@ -1,5 +1,7 @@
 #include "pg.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -57,14 +59,6 @@ struct run {
 	bool fatal_first;         /* the first thing back was the server ending the session */
 	bool timed_out;           /* cancelled at the deadline */
 };
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void set_error(struct pg *pg, const char *msg, const char *state)
 {
@@ -251,7 +245,7 @@ int pg_connect(struct pg *pg)
 		pg_disconnect(pg);
 		metrics_count_pg_reconnect();
 	}
-	now = now_ms();
+	now = clock_mono_ms();
 	if (now < pg->next_try_ms) {
 		set_error(pg, "waiting before reconnecting", "");
 		return PG_EUNAVAIL;
@@ -320,7 +314,7 @@ static int run_wait(struct pg *pg, long long *deadline, bool *cancelled)
 		int wait = -1, n;
 
 		if (*deadline > 0) {
-			long long left = *deadline - now_ms();
+			long long left = *deadline - clock_mono_ms();
 			wait = left < 0 ? 0 : left > 60000 ? 60000 : (int)left;
 		}
 		n = poll(&p, 1, wait);
@@ -331,11 +325,11 @@ static int run_wait(struct pg *pg, long long *deadline, bool *cancelled)
 				return 0;
 			continue;
 		}
-		if (n == 0 && *deadline > 0 && now_ms() >= *deadline) {
+		if (n == 0 && *deadline > 0 && clock_mono_ms() >= *deadline) {
 			if (!*cancelled) {
 				cancel(pg);
 				*cancelled = true;
-				*deadline = now_ms() + PG_CANCEL_GRACE_MS;
+				*deadline = clock_mono_ms() + PG_CANCEL_GRACE_MS;
 			} else {
 				set_error(pg, "statement timed out and its cancel was not answered", "57014");
 				log_error("postgresql (%s): %s; dropping the connection", pg->app_name, pg->last_error);
@@ -352,7 +346,7 @@ static int run_wait(struct pg *pg, long long *deadline, bool *cancelled)
  * pg_err; on success without fn, ru->result holds the answer. */
 static int run_once(struct pg *pg, struct run *ru)
 {
-	long long deadline = pg->timeout_ms > 0 ? now_ms() + pg->timeout_ms : 0;
+	long long deadline = pg->timeout_ms > 0 ? clock_mono_ms() + pg->timeout_ms : 0;
 	bool cancelled = false, first = true;
 	int rc = PG_OK, err = PG_OK;
 	PGresult *r;
@@ -582,14 +576,12 @@ void pg_rollback(struct pg *pg)
 int pg_ping(struct pg *pg, double *latency_ms)
 {
 	static const struct pg_stmt ping = { "pg_ping", "SELECT 1", 0, true };
-	struct timespec a, b;
+	double t0 = clock_mono_ms_f();
 	PGresult *r;
 	int err;
 
-	clock_gettime(CLOCK_MONOTONIC, &a);
 	r = pg_query(pg, &ping, NULL, &err);
-	clock_gettime(CLOCK_MONOTONIC, &b);
 	PQclear(r);
-	*latency_ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+	*latency_ms = clock_mono_ms_f() - t0;
 	return err;
 }

@@ -1,5 +1,7 @@
 #include "pool.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -63,14 +65,6 @@ static void on_signal(int sig)
 
 	(void)!write(sig_pipe[1], &b, 1);
 	errno = e;
-}
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A unix socket's directory must be nobody else's to write in: whoever can
@@ -290,13 +284,13 @@ static int spawn(struct master *m, int i)
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid < 0) {
 		log_error("pool: fork failed: %s", strerror(errno));
-		s->next_start_ms = mono_ms() + BACKOFF_MAX_MS;
+		s->next_start_ms = clock_mono_ms() + BACKOFF_MAX_MS;
 		return -1;
 	}
 	if (s->started_once && i >= 0)
 		metrics_count_worker_restart();
 	s->pid = pid;
-	s->started_ms = mono_ms();
+	s->started_ms = clock_mono_ms();
 	s->started_once = true;
 	log_debug("pool: %s %d started as pid %ld", i < 0 ? "syncer" : "worker", i, (long)pid);
 	return 0;
@@ -320,7 +314,7 @@ static void reap(struct master *m)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		int i = find_slot(m, pid);
-		long long now = mono_ms();
+		long long now = clock_mono_ms();
 		char how[64];
 
 		if (WIFSIGNALED(status))
@@ -404,7 +398,7 @@ static void reload(struct master *m)
 	/* Grow now; shrink by retiring the slots past the new count. */
 	for (long i = m->nslots; i < want; i++) {
 		memset(&m->slots[i], 0, sizeof m->slots[i]);
-		m->slots[i].next_start_ms = mono_ms();
+		m->slots[i].next_start_ms = clock_mono_ms();
 	}
 	for (long i = want; i < m->nslots; i++)
 		if (m->slots[i].pid > 0)
@@ -442,7 +436,7 @@ static int step_replace(struct master *m)
 	if (rc != 0)
 		return rc;
 	m->retiring = old;
-	m->retiring_deadline = mono_ms() + STOP_GRACE_MS;
+	m->retiring_deadline = clock_mono_ms() + STOP_GRACE_MS;
 	kill(old, SIGTERM);
 	m->replace_next++;
 	return 0;
@@ -450,7 +444,7 @@ static int step_replace(struct master *m)
 
 static void drain(struct master *m)
 {
-	long long deadline = mono_ms() + STOP_GRACE_MS;
+	long long deadline = clock_mono_ms() + STOP_GRACE_MS;
 	bool any;
 
 	log_info("pool: stopping; waiting up to %d s for requests in flight", STOP_GRACE_MS / 1000);
@@ -468,7 +462,7 @@ static void drain(struct master *m)
 			any = any || m->slots[i].pid > 0;
 		if (!any)
 			break;
-		if (mono_ms() >= deadline) {
+		if (clock_mono_ms() >= deadline) {
 			log_warn("pool: workers still busy after %d s; killing them", STOP_GRACE_MS / 1000);
 			for (int i = 0; i < m->nslots; i++)
 				if (m->slots[i].pid > 0)
@@ -477,7 +471,7 @@ static void drain(struct master *m)
 				kill(m->retiring, SIGKILL);
 			if (m->syncer.pid > 0)
 				kill(m->syncer.pid, SIGKILL);
-			deadline = mono_ms() + 1000 * 60;
+			deadline = clock_mono_ms() + 1000 * 60;
 		}
 		poll(NULL, 0, 20);
 	}
@@ -570,7 +564,7 @@ int pool_run(struct pool *p)
 	log_info("pool: listening on %s with %d workers", addr, m.nslots);
 
 	while (!m.stopping) {
-		long long now = mono_ms(), wake = now + 1000;
+		long long now = clock_mono_ms(), wake = now + 1000;
 		struct pollfd pfd = { sig_pipe[0], POLLIN, 0 };
 		unsigned char sigs[64];
 		ssize_t n;

@@ -1,5 +1,7 @@
 #include "query_console.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <libpq-fe.h>
 #include <limits.h>
@@ -56,22 +58,6 @@ struct run {
 	size_t msglen;
 };
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static double now_ms_f(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 long qc_timeout_ms(long configured_ms)
 {
 	return configured_ms > 0 && configured_ms < QC_TIMEOUT_MAX_MS ? configured_ms : QC_TIMEOUT_MAX_MS;
@@ -115,7 +101,7 @@ static int wait_ready(struct run *R)
 		long long left;
 		int n, pending = 0;
 
-		if ((left = R->deadline - now_ms()) <= 0)
+		if ((left = R->deadline - clock_mono_ms()) <= 0)
 			return 1;
 		p.fd = PQsocket(conn);
 		p.events = POLLIN;
@@ -173,7 +159,7 @@ static PGresult *next_result(struct run *R)
 		 * is stuck somewhere that does not check it. */
 		R->timed_out = true;
 		send_cancel(R);
-		R->deadline = now_ms() + QC_GRACE_MS;
+		R->deadline = clock_mono_ms() + QC_GRACE_MS;
 	}
 }
 
@@ -748,7 +734,7 @@ static void finish(struct run *R)
 {
 	bool ok = !R->broken && PQstatus(R->conn) == CONNECTION_OK;
 
-	R->deadline = now_ms() + QC_GRACE_MS;
+	R->deadline = clock_mono_ms() + QC_GRACE_MS;
 	R->may_cancel = false;
 	/* A cancel we sent may still be on its way and would hit ROLLBACK or
 	 * DISCARD: if either fails the connection goes, which is the safe end. */
@@ -781,7 +767,7 @@ int qc_run(struct pg *pg, const char *sql, long timeout_ms, struct json_object *
 	if (pg_connect(pg) != PG_OK || (R.conn = pg_conn(pg)) == NULL)
 		return QC_EUNAVAIL;
 	PQsetNoticeProcessor(R.conn, quiet, NULL);
-	R.deadline = now_ms() + timeout_ms + QC_GRACE_MS;
+	R.deadline = clock_mono_ms() + timeout_ms + QC_GRACE_MS;
 	rc = begin(&R);
 	if (rc == QC_EUNAVAIL && PQstatus(R.conn) != CONNECTION_OK) {
 		/* Found dead while idle (a server restart): nothing was sent
@@ -795,7 +781,7 @@ int qc_run(struct pg *pg, const char *sql, long timeout_ms, struct json_object *
 	}
 	if (rc != QC_OK)
 		goto out;
-	t0 = now_ms_f();
+	t0 = clock_mono_ms_f();
 	if ((rc = prepare(&R, sql, &desc)) != QC_OK || (rc = check_calls(&R, sql)) != QC_OK)
 		goto out;
 	ncols = PQnfields(desc);
@@ -805,7 +791,7 @@ int qc_run(struct pg *pg, const char *sql, long timeout_ms, struct json_object *
 	}
 	if ((rc = execute(&R, sql, desc, names, rows, &truncated)) != QC_OK)
 		goto out;
-	t1 = now_ms_f();
+	t1 = clock_mono_ms_f();
 	if ((cols = columns_meta(desc, names)) == NULL || (meta = json_object_new_object()) == NULL) {
 		rc = QC_ENOMEM;
 		goto out;

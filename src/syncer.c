@@ -1,5 +1,7 @@
 #include "syncer.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -28,14 +30,6 @@ static void on_stop(int sig)
 {
 	(void)sig;
 	stop = 1;
-}
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void nap(int ms)
@@ -79,7 +73,7 @@ static void ping_init(struct ping *p)
 	unsigned char r[8];
 
 	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
-		unsigned long long t = (unsigned long long)mono_ms() ^ ((unsigned long long)getpid() << 32);
+		unsigned long long t = (unsigned long long)clock_mono_ms() ^ ((unsigned long long)getpid() << 32);
 		memcpy(r, &t, sizeof r);
 	}
 	memcpy(p->channel, "bloqr_ping_", 11);
@@ -102,7 +96,7 @@ static int ping_send(struct pg *pg, struct ping *p)
 	snprintf(seq, sizeof seq, "%lu", ++p->seq);
 	r = pg_query(pg, &st, params, &err);
 	PQclear(r);
-	p->sent_ms = mono_ms();
+	p->sent_ms = clock_mono_ms();
 	p->next_ms = p->sent_ms + SYNC_PING_MS;
 	p->out = err == PG_OK ? p->seq : 0;
 	return err;
@@ -232,7 +226,7 @@ int syncer_run(const struct conf *conf)
 			next_remind = 0;
 			log_info("syncer: listening for cache invalidations; waiting for a notification to come back");
 		}
-		now = mono_ms();
+		now = clock_mono_ms();
 		wait = behind ? 50 : SYNC_TICK_MS;
 		if (ping.out == 0 && ping.next_ms - now < wait)
 			wait = ping.next_ms > now ? (int)(ping.next_ms - now) : 0;
@@ -251,7 +245,7 @@ int syncer_run(const struct conf *conf)
 			continue;
 		}
 		behind = drain(c, lpg, pg, &q, &ping) < 0;
-		now = mono_ms();
+		now = clock_mono_ms();
 		log_flush_dropped();
 
 		if (ping.back && !behind) {
@@ -312,7 +306,7 @@ int syncer_run(const struct conf *conf)
 				cache_listener_state(c, false, true);
 				connected = false;
 			}
-			ping.next_ms = mono_ms() + 250;
+			ping.next_ms = clock_mono_ms() + 250;
 		}
 	}
 	rc = 0;

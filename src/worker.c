@@ -1,5 +1,7 @@
 #include "worker.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -45,14 +47,6 @@ void worker_fini(struct app *app)
 	app->pg = NULL;
 	app->query_pg = NULL;
 	app->cache = NULL;
-}
-
-static long long mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* Read and drop what is left of a refused body, bounded, so the web server
@@ -191,7 +185,7 @@ send:
 		log_info("client went away before the response was written");
 	if (res->status >= 500)
 		log_warn("%s %s -> %d", req.method_name ? req.method_name : "-", req.path ? req.path : "-", res->status);
-	metrics_request(route, res->status, mono_us() - req.start_us);
+	metrics_request(route, res->status, clock_mono_us() - req.start_us);
 	log_set_request_id(NULL);
 	log_flush_dropped();
 	app->served++;
@@ -210,7 +204,7 @@ void worker_refuse(struct app *app, const struct http_io *io, int status, const 
 	http_error(res, status, "%s", msg);
 	if (http_send(&req, res) < 0)
 		log_info("client went away before the response was written");
-	metrics_request(-1, res->status, mono_us() - req.start_us);
+	metrics_request(-1, res->status, clock_mono_us() - req.start_us);
 	log_set_request_id(NULL);
 }
 

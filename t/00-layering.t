@@ -28,8 +28,11 @@ for my $f (sort @files) {
 	if ($rel =~ m{^src/handlers/}) {
 		push @handler_pq, $rel if $text =~ /\bPQ[a-z]\w*\s*\(|\bPGresult\b|<libpq-fe\.h>/;
 		push @handler_tx, $rel if $text =~ /\bpg_(begin|commit|rollback|query|exec|page|each)\s*\(/;
-		push @handler_cache, $rel if $text =~ /\bcache_(gen|written|deleted|cred_put|invalidate_row)\s*\(/;
 	}
+	# The write protocol of the cache belongs to the stores (and the cache).
+	push @handler_cache, $rel
+	    if $rel !~ m{^src/(cache[^/]*|deployments|storage|storage_admin|users|auth)\.[ch]$}
+	    && $text =~ /\bcache_(gen|written|deleted|cred_put)\s*\(/;
 	# exit() is for main() alone; _exit/atexit are other names.
 	push @exits, $rel if $rel !~ m{(^cgi-bin/bloqr\.c|^src/admin/main\.c)$} && $text =~ /(?<![_\w])exit\s*\(/;
 }
@@ -38,7 +41,7 @@ is_deeply(\@handler_pq, [], 'handlers never see libpq (PQ*, PGresult, <libpq-fe.
     or diag "libpq in: @handler_pq";
 is_deeply(\@handler_tx, [], 'handlers run no SQL or transaction of their own: the stores do')
     or diag "pg_begin/commit/query in: @handler_tx";
-is_deeply(\@handler_cache, [], "the cache's write protocol is run by the stores, not by handlers")
+is_deeply(\@handler_cache, [], "the cache's write protocol is run by the stores alone")
     or diag "cache_gen/written/deleted in: @handler_cache";
 is_deeply(\@exits, [], 'no exit() below main') or diag "exit() in: @exits";
 done_testing();
