@@ -250,6 +250,9 @@ static int cache_reopen(struct cache *c)
 	c->wal = false;
 	sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", journal_mode_is_wal, &c->wal, NULL);
 	sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+	/* A WAL grown by a burst is cut back to this when it is next reset
+	 * (the syncer's checkpoints empty it sooner: cache_checkpoint). */
+	sqlite3_exec(c->db, "PRAGMA journal_size_limit=" CACHE_STR(CACHE_JOURNAL_LIMIT), NULL, NULL, NULL);
 	if (prepare_all(c) < 0) {
 		close_db(c);
 		return -1;
@@ -393,6 +396,32 @@ int cache_probe(struct cache *c, double *latency_ms)
 out:
 	*latency_ms = clock_mono_ms_f() - t0;
 	return rc;
+}
+
+int cache_checkpoint(struct cache *c)
+{
+	char wal[4096];
+	struct stat st;
+	int rc, nlog = 0, nckpt = 0;
+
+	if (!cx_usable(c) || !c->wal)
+		return 0;
+	snprintf(wal, sizeof wal, "%s-wal", c->path);
+	if (stat(wal, &st) < 0 || st.st_size <= CACHE_WAL_TRUNCATE_AT)
+		return 0;
+	/* TRUNCATE waits for readers (and holds writers off meanwhile): wait
+	 * briefly, not the usual 2 s; a busy file gets a PASSIVE one, which
+	 * waits for nobody, and the next turn tries again. */
+	sqlite3_busy_timeout(c->db, 100);
+	rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_TRUNCATE, &nlog, &nckpt);
+	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+		rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+	sqlite3_busy_timeout(c->db, 2000);
+	if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
+		cx_fail(c, -1, rc);
+		return -1;
+	}
+	return 0;
 }
 
 int cx_exec(struct cache *c, const char *sql)

@@ -15,6 +15,10 @@
 #define HEARTBEAT_STALE_MS 3000      /* a listener silent this long is not trusted */
 #define REOPEN_INTERVAL_MS 1000
 #define FILE_RECHECK_MS 1000         /* how often to notice the file was replaced */
+#define CACHE_JOURNAL_LIMIT 67108864 /* PRAGMA journal_size_limit: 64 MiB */
+#define CACHE_WAL_TRUNCATE_AT 1048576 /* cache_checkpoint empties a WAL past 1 MiB */
+#define CACHE_STR_(x) #x
+#define CACHE_STR(x) CACHE_STR_(x)
 
 /* The statements each table has (st[t][kind]). */
 enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_NKIND };

@@ -23,6 +23,7 @@
 #define SYNC_PING_LOST_MS 1000   /* ...that must be back within this */
 #define SYNC_HEARTBEAT_MS 900    /* heartbeats written at most this often */
 #define SYNC_REMIND_MS 60000     /* repeat "not connected" this often */
+#define SYNC_CHECKPOINT_MS 2000  /* look at the WAL's size this often */
 
 static volatile sig_atomic_t stop;
 
@@ -171,7 +172,7 @@ int syncer_run(const struct conf *conf)
 	unsigned listening_gen = 0, file_gen = 0, checked_gen = 0;
 	bool listening = false, connected = false, behind = false;
 	struct pending q = { .n = 0 };
-	long long last_heartbeat = 0, next_remind = 0;
+	long long last_heartbeat = 0, next_remind = 0, next_checkpoint = 0;
 	int rc = -1;
 
 	/* Tell it apart from the workers in ps and top. */
@@ -283,6 +284,13 @@ int syncer_run(const struct conf *conf)
 		} else if (behind && now >= next_remind) {
 			log_warn("syncer: %d invalidations not applied yet; retrying", q.n);
 			next_remind = now + 1000;
+		}
+
+		/* Bursts (a rebuild, many writes) grow the WAL, and SQLite's own
+		 * checkpoints never shrink it: empty it here, off the request path. */
+		if (now >= next_checkpoint) {
+			cache_checkpoint(c);
+			next_checkpoint = now + SYNC_CHECKPOINT_MS;
 		}
 
 		if (ping.out != 0 && now - ping.sent_ms >= SYNC_PING_LOST_MS) {
