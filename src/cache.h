@@ -96,6 +96,11 @@ bool cache_enabled(const struct cache *c);
 /* Live probe for /api/health: 0 when the file is there and answers. */
 int cache_probe(struct cache *c, double *latency_ms);
 
+/* Whether a write to this host's cache file failed in the last few
+ * seconds (any process of the pool): /api/health then says degraded even
+ * though the file still answers reads. */
+bool cache_write_failing(struct cache *c);
+
 /* ---- reads ---- */
 
 /* Read-through get of one row: fresh and coherent → HIT; else PostgreSQL
