@@ -96,6 +96,11 @@ bool cache_enabled(const struct cache *c);
 /* Live probe for /api/health: 0 when the file is there and answers. */
 int cache_probe(struct cache *c, double *latency_ms);
 
+/* Whether a write to this host's cache file failed in the last few
+ * seconds (any process of the pool): /api/health then says degraded even
+ * though the file still answers reads. */
+bool cache_write_failing(struct cache *c);
+
 /* ---- reads ---- */
 
 /* Read-through get of one row: fresh and coherent → HIT; else PostgreSQL
@@ -187,6 +192,10 @@ long cache_invalidate(struct cache *c, enum cache_tbl t, const char *key);
 /* Compare every cached row with PostgreSQL; print differences to report
  * (one line each). Returns the number of differences, or -1 on error. */
 long cache_verify(struct cache *c, struct pg *pg, struct buf *report);
+/* For the syncer, every few seconds: a WAL past 1 MiB is checkpointed and
+ * emptied (TRUNCATE), or, when readers hold it, checkpointed as far as it
+ * can be without waiting (PASSIVE). 0, or -1 on an SQLite error. */
+int cache_checkpoint(struct cache *c);
 /* VACUUM the cache file. */
 int cache_vacuum(struct cache *c);
 /* How many tables this host's SQLite file holds; -1 when it is unusable. */

@@ -250,6 +250,9 @@ static int cache_reopen(struct cache *c)
 	c->wal = false;
 	sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", journal_mode_is_wal, &c->wal, NULL);
 	sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+	/* A WAL grown by a burst is cut back to this when it is next reset
+	 * (the syncer's checkpoints empty it sooner: cache_checkpoint). */
+	sqlite3_exec(c->db, "PRAGMA journal_size_limit=" CACHE_STR(CACHE_JOURNAL_LIMIT), NULL, NULL, NULL);
 	if (prepare_all(c) < 0) {
 		close_db(c);
 		return -1;
@@ -272,6 +275,13 @@ void cx_fail(struct cache *c, int t, int rc)
 	metrics_cache(t < 0 ? 0 : t, METRICS_CACHE_ERROR);
 	if (c->db)
 		log_warn("cache: %s", sqlite3_errmsg(c->db));
+	if (base == SQLITE_FULL || base == SQLITE_IOERR || base == SQLITE_READONLY) {
+		/* The file cannot take writes (a full disk, most often): say so
+		 * in /api/health, and do not reopen and fail again at once. */
+		metrics_cache_write_failed(text_now_ms());
+		c->reopen_backoff_ms = c->reopen_backoff_ms == 0 ? REOPEN_INTERVAL_MS :
+		    c->reopen_backoff_ms * 2 > REOPEN_BACKOFF_MAX_MS ? REOPEN_BACKOFF_MAX_MS : c->reopen_backoff_ms * 2;
+	}
 	if (base == SQLITE_CORRUPT || base == SQLITE_NOTADB || base == SQLITE_IOERR ||
 	    base == SQLITE_CANTOPEN || base == SQLITE_READONLY || base == SQLITE_FULL) {
 		struct stat st;
@@ -280,8 +290,16 @@ void cx_fail(struct cache *c, int t, int rc)
 		    st.st_ino == c->ino && st.st_dev == c->dev)
 			remove_files(c->path);
 		close_db(c);
-		c->next_open_ms = 0;
+		c->next_open_ms = c->reopen_backoff_ms > 0 ? clock_mono_ms() + c->reopen_backoff_ms : 0;
 	}
+}
+
+bool cache_write_failing(struct cache *c)
+{
+	int64_t at = metrics_cache_write_failed_at();
+
+	(void)c;
+	return at > 0 && text_now_ms() - at < WRITE_FAILED_RECENT_MS;
 }
 
 /* Whether the file still starts like an SQLite database. Read through
@@ -395,6 +413,32 @@ out:
 	return rc;
 }
 
+int cache_checkpoint(struct cache *c)
+{
+	char wal[4096];
+	struct stat st;
+	int rc, nlog = 0, nckpt = 0;
+
+	if (!cx_usable(c) || !c->wal)
+		return 0;
+	snprintf(wal, sizeof wal, "%s-wal", c->path);
+	if (stat(wal, &st) < 0 || st.st_size <= CACHE_WAL_TRUNCATE_AT)
+		return 0;
+	/* TRUNCATE waits for readers (and holds writers off meanwhile): wait
+	 * briefly, not the usual 2 s; a busy file gets a PASSIVE one, which
+	 * waits for nobody, and the next turn tries again. */
+	sqlite3_busy_timeout(c->db, 100);
+	rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_TRUNCATE, &nlog, &nckpt);
+	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+		rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+	sqlite3_busy_timeout(c->db, 2000);
+	if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
+		cx_fail(c, -1, rc);
+		return -1;
+	}
+	return 0;
+}
+
 int cx_exec(struct cache *c, const char *sql)
 {
 	int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
@@ -416,11 +460,14 @@ int cx_commit(struct cache *c)
 	if (c->db == NULL)
 		return -1;
 	if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-		int rc = sqlite3_errcode(c->db);
-		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+		int rc = sqlite3_extended_errcode(c->db);
+		/* A failed COMMIT may have rolled back already; a ROLLBACK then
+		 * would replace the error message cx_fail logs. */
+		cx_rollback(c);
 		cx_fail(c, -1, rc);
 		return -1;
 	}
+	c->reopen_backoff_ms = 0;   /* the file takes writes again */
 	return 0;
 }
 

@@ -15,6 +15,12 @@
 #define HEARTBEAT_STALE_MS 3000      /* a listener silent this long is not trusted */
 #define REOPEN_INTERVAL_MS 1000
 #define FILE_RECHECK_MS 1000         /* how often to notice the file was replaced */
+#define WRITE_FAILED_RECENT_MS 5000  /* /api/health: degraded this long after a failed write */
+#define REOPEN_BACKOFF_MAX_MS 10000  /* a full or failing disk: reopen at most this rarely */
+#define CACHE_JOURNAL_LIMIT 67108864 /* PRAGMA journal_size_limit: 64 MiB */
+#define CACHE_WAL_TRUNCATE_AT 1048576 /* cache_checkpoint empties a WAL past 1 MiB */
+#define CACHE_STR_(x) #x
+#define CACHE_STR(x) CACHE_STR_(x)
 
 /* The statements each table has (st[t][kind]). */
 enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_NKIND };
@@ -28,6 +34,7 @@ struct cache {
 	ino_t ino;
 	long long next_open_ms;
 	long long next_stat_ms;
+	long long reopen_backoff_ms; /* after write failures (full disk): doubles, reset by a write */
 	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
 	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end, *st_tomb, *st_tomb_check;
 	unsigned opens;

@@ -33,6 +33,7 @@ struct metrics_shm {
 	uint64_t route_sum_us[MAX_ROUTES + 1];
 	uint64_t listener_up;        /* a gauge: 0 or 1, set by the syncer */
 	uint64_t listener_lost;
+	int64_t cache_write_failed_ms; /* the last failed cache write on the host (unix ms) */
 };
 
 static struct metrics_shm *shm;
@@ -103,6 +104,16 @@ void metrics_listener_state(bool up, bool lost)
 	__atomic_store_n(&m->listener_up, up ? 1 : 0, __ATOMIC_RELAXED);
 	if (lost)
 		add(&m->listener_lost, 1);
+}
+
+void metrics_cache_write_failed(int64_t at_ms)
+{
+	__atomic_store_n(&area()->cache_write_failed_ms, at_ms, __ATOMIC_RELAXED);
+}
+
+int64_t metrics_cache_write_failed_at(void)
+{
+	return __atomic_load_n(&area()->cache_write_failed_ms, __ATOMIC_RELAXED);
 }
 
 void metrics_cache(int t, enum metrics_cache_kind k)

@@ -33,6 +33,10 @@ void metrics_listener_state(bool up, bool lost);
 enum metrics_cache_kind { METRICS_CACHE_HIT = 0, METRICS_CACHE_MISS, METRICS_CACHE_STALE, METRICS_CACHE_ERROR, METRICS_CACHE_NKIND };
 #define METRICS_CACHE_TABLES 8
 void metrics_cache(int table, enum metrics_cache_kind kind);
+/* When a write to the host's cache file last failed (unix ms, 0: never),
+ * shared by the pool so any worker's /api/health can tell. */
+void metrics_cache_write_failed(int64_t at_ms);
+int64_t metrics_cache_write_failed_at(void);
 uint64_t metrics_cache_get(int table, enum metrics_cache_kind kind);
 
 /* Prometheus text exposition format 0.0.4. */

@@ -23,6 +23,9 @@
 #define SYNC_PING_LOST_MS 1000   /* ...that must be back within this */
 #define SYNC_HEARTBEAT_MS 900    /* heartbeats written at most this often */
 #define SYNC_REMIND_MS 60000     /* repeat "not connected" this often */
+#define SYNC_CHECKPOINT_MS 2000
+#define SYNC_RETRY_MIN_MS 50     /* invalidations not applied: retry after this, */
+#define SYNC_RETRY_MAX_MS 2000   /* doubling up to this while they keep failing */  /* look at the WAL's size this often */
 
 static volatile sig_atomic_t stop;
 
@@ -171,7 +174,8 @@ int syncer_run(const struct conf *conf)
 	unsigned listening_gen = 0, file_gen = 0, checked_gen = 0;
 	bool listening = false, connected = false, behind = false;
 	struct pending q = { .n = 0 };
-	long long last_heartbeat = 0, next_remind = 0;
+	long long last_heartbeat = 0, next_remind = 0, next_checkpoint = 0;
+	int retry_ms = SYNC_RETRY_MIN_MS;
 	int rc = -1;
 
 	/* Tell it apart from the workers in ps and top. */
@@ -227,7 +231,7 @@ int syncer_run(const struct conf *conf)
 			log_info("syncer: listening for cache invalidations; waiting for a notification to come back");
 		}
 		now = clock_mono_ms();
-		wait = behind ? 50 : SYNC_TICK_MS;
+		wait = behind ? retry_ms : SYNC_TICK_MS;
 		if (ping.out == 0 && ping.next_ms - now < wait)
 			wait = ping.next_ms > now ? (int)(ping.next_ms - now) : 0;
 		if (ping.out != 0 && ping.sent_ms + SYNC_PING_LOST_MS - now < wait)
@@ -245,6 +249,12 @@ int syncer_run(const struct conf *conf)
 			continue;
 		}
 		behind = drain(c, lpg, pg, &q, &ping) < 0;
+		/* A cache that keeps failing (a full disk) is retried less and
+		 * less often, not in a loop that costs CPU, PostgreSQL and log. */
+		if (!behind)
+			retry_ms = SYNC_RETRY_MIN_MS;
+		else if (retry_ms < SYNC_RETRY_MAX_MS)
+			retry_ms = retry_ms * 2 > SYNC_RETRY_MAX_MS ? SYNC_RETRY_MAX_MS : retry_ms * 2;
 		now = clock_mono_ms();
 		log_flush_dropped();
 
@@ -283,6 +293,13 @@ int syncer_run(const struct conf *conf)
 		} else if (behind && now >= next_remind) {
 			log_warn("syncer: %d invalidations not applied yet; retrying", q.n);
 			next_remind = now + 1000;
+		}
+
+		/* Bursts (a rebuild, many writes) grow the WAL, and SQLite's own
+		 * checkpoints never shrink it: empty it here, off the request path. */
+		if (now >= next_checkpoint) {
+			cache_checkpoint(c);
+			next_checkpoint = now + SYNC_CHECKPOINT_MS;
 		}
 
 		if (ping.out != 0 && now - ping.sent_ms >= SYNC_PING_LOST_MS) {

@@ -236,22 +236,38 @@ int users_get(struct pg *pg, const char *id, struct user *u)
 	"WHERE ($1::text IS NULL OR u.tier = $1) AND ($2::text IS NULL OR u.role = $2) " \
 	"  AND ($3::text IS NULL OR strpos(lower(u.email), lower($3)) > 0 " \
 	"       OR strpos(lower(coalesce(u.name, '')), lower($3)) > 0) "
+/* The page's ids first, then only their rows: skipping offset rows reads
+ * index entries of users_created_at_id_idx, not offset whole rows. $6, a
+ * user's id (keyset paging), starts the page after that user. */
 static const struct pg_stmt st_list = { "users_list",
-	"SELECT " USERS_COLUMNS " FROM users u " USERS_FILTER
-	"ORDER BY u.created_at DESC, u.id DESC LIMIT $4 OFFSET $5", 5, true };
+	"WITH page AS (SELECT u.id, u.created_at FROM users u " USERS_FILTER
+	"  AND ($6::uuid IS NULL OR (u.created_at, u.id) < "
+	"       (SELECT a.created_at, a.id FROM users a WHERE a.id = $6::uuid)) "
+	"  ORDER BY u.created_at DESC, u.id DESC LIMIT $4 OFFSET $5) "
+	"SELECT " USERS_COLUMNS " FROM page JOIN users u ON u.id = page.id "
+	"ORDER BY page.created_at DESC, page.id DESC", 6, true };
 static const struct pg_stmt st_count = { "users_count",
 	"SELECT count(*) FROM users u " USERS_FILTER, 3, true };
 
 int users_list(struct pg *pg, const char *tier, const char *role, const char *search,
-    long limit, long offset, struct user **users, size_t *n, long *total)
+    const char *after, long limit, long offset, struct user **users, size_t *n, long *total)
 {
 	char l[24], o[24];
-	const char *p[] = { tier, role, search, l, o };
+	const char *p[] = { tier, role, search, l, o, after };
 	PGresult *r = NULL;
 	int err;
 
 	*users = NULL;
 	*n = 0;
+	if (after) {
+		/* A cursor naming no user (deleted since) cannot say where the
+		 * page starts: refuse it rather than answer an empty page. */
+		struct user a;
+
+		if ((err = users_get(pg, after, &a)) != BLOQR_OK)
+			return err == BLOQR_ENOTFOUND ? BLOQR_EINPUT : err;
+		users_free(&a);
+	}
 	snprintf(l, sizeof l, "%ld", limit);
 	snprintf(o, sizeof o, "%ld", offset);
 	if ((err = pg_page(pg, &st_count, &st_list, p, &r, total)) != BLOQR_OK)

@@ -65,9 +65,11 @@ int users_get(struct pg *pg, const char *id, struct user *u) BLOQR_MUSTCHECK;
 
 /* A page of users, newest first, filtered (NULL = any; search matches
  * email or name substrings, case-insensitive): *users gets an array of *n
- * (caller frees with users_free_all), *total all matches. */
+ * (caller frees with users_free_all), *total all matches. after (NULL:
+ * none), a user's id, starts the page after that user (keyset paging,
+ * then offset rows more are skipped); BLOQR_EINPUT when no user has it. */
 int users_list(struct pg *pg, const char *tier, const char *role, const char *search,
-    long limit, long offset, struct user **users, size_t *n, long *total) BLOQR_MUSTCHECK;
+    const char *after, long limit, long offset, struct user **users, size_t *n, long *total) BLOQR_MUSTCHECK;
 void users_free_all(struct user *users, size_t n);
 
 /* ---- admin changes: each in one transaction that takes the admins'

@@ -43,7 +43,7 @@ static void change_error(struct http_response *res, int rc, const char *last_adm
 void h_users_list(struct app *app, struct http_request *req, struct http_response *res,
     const struct route_match *m)
 {
-	const char *tier, *role, *search;
+	const char *tier, *role, *search, *after;
 	long limit, offset, total = 0;
 	struct json_object *arr, *o;
 	struct user *users = NULL;
@@ -55,8 +55,15 @@ void h_users_list(struct app *app, struct http_request *req, struct http_respons
 	    h_query_long(req, res, "offset", 0, 0, 1000000000, &offset) < 0 ||
 	    h_query_str(req, res, "tier", 32, &tier) < 0 ||
 	    h_query_str(req, res, "role", 32, &role) < 0 ||
-	    h_query_str(req, res, "search", USERS_EMAIL_MAX, &search) < 0)
+	    h_query_str(req, res, "search", USERS_EMAIL_MAX, &search) < 0 ||
+	    h_query_str(req, res, "after", 36, &after) < 0)
 		return;
+	/* Keyset paging (docs/ARCHITECTURE.md, Users list): the id of the
+	 * last user of the previous page. */
+	if (after && !text_uuid_valid(after)) {
+		http_error(res, 400, "Query parameter 'after' must be a user id");
+		return;
+	}
 	if (tier && !users_tier_valid(tier)) {
 		http_error(res, 400, "Query parameter 'tier' must be one of anonymous, free, pro, admin");
 		return;
@@ -65,8 +72,11 @@ void h_users_list(struct app *app, struct http_request *req, struct http_respons
 		http_error(res, 400, "Query parameter 'role' must be one of admin, user, readonly");
 		return;
 	}
-	if ((rc = users_list(app->pg, tier, role, search, limit, offset, &users, &n, &total)) != BLOQR_OK) {
-		h_error(res, rc);
+	if ((rc = users_list(app->pg, tier, role, search, after, limit, offset, &users, &n, &total)) != BLOQR_OK) {
+		if (rc == BLOQR_EINPUT)
+			http_error(res, 400, "Query parameter 'after' names no user");
+		else
+			h_error(res, rc);
 		return;
 	}
 	arr = json_object_new_array();

@@ -64,6 +64,9 @@ void h_health(struct app *app, struct http_request *req, struct http_response *r
 	} else if (cache_probe(app->cache, &cache_ms) < 0) {
 		cache = DEGRADED;
 		cache_msg = "L1 cache unavailable: reads go to PostgreSQL";
+	} else if (cache_write_failing(app->cache)) {
+		cache = DEGRADED;
+		cache_msg = "L1 cache writes fail (is its disk full?): reads go to PostgreSQL";
 	} else {
 		cache = HEALTHY;
 		/* Reported as it is (CONTRACT §6), without changing the status:
