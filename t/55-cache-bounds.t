@@ -25,6 +25,13 @@ cache_ready();
 sql(q{INSERT INTO storage_entries (key, data)
       SELECT 'bulk/' || g, jsonb_build_object('n', g, 'pad', repeat('x', 400))
       FROM generate_series(1, 40000) g});
+# The syncer applies the 40 000 notifications first (it stores every row,
+# one write transaction per batch); a rebuild in the middle of that would
+# wait on SQLite's write lock, which a slow build (ASan) can make it miss.
+ok(defined within(120, sub {
+	(req(GET => '/api/admin/cache/status')->{json}{tables}{storage_entries}{rows} // 0) >= 40000 }),
+	'the syncer has applied the insert') or diag show(req(GET => '/api/admin/cache/status'));
+diag sprintf('WAL after the burst: %d bytes', -s "$CACHE-wal" // 0);
 my $r = admin($CONF, ['cache', 'rebuild']);
 is($r->{rc}, 0, 'bloqr-admin cache rebuild') or diag $r->{err};
 diag sprintf('WAL after the rebuild: %d bytes', -s "$CACHE-wal" // 0);
