@@ -430,7 +430,8 @@ CMD(cmd_cache_rebuild)
 	}
 	r = cache_rebuild(cache, pg, rows);
 	if (r == BLOQR_ECACHE) {
-		admin_errorf("cache: %s is not usable (see the message above)", c->cache_path);
+		admin_errorf("cache: %s could not be rebuilt: the file is unusable, or another process "
+		    "held its write lock past the 2 s wait; try again", c->cache_path);
 		r = ADMIN_FAIL;
 	} else if (r != PG_OK) {
 		r = admin_pg_failed(pg, r, "rebuilding the cache");
