@@ -21,13 +21,15 @@ like($out, qr/^bench\/run --scale --scale-factor 0\.005: 5250 storage entries, 5
 	'it says what it seeded');
 for my $event ('max_age expiry', 'cache rebuild', 'syncer restart', 'bulk insert') {
 	for my $phase (qw(before during after)) {
-		like($out, qr/^\| \Q$event\E\s+\| $phase\s+\|\s+[\d.]+ \|\s+\d+ \|\s+[\d.]+(?:us|ms|s|m) \|\s+[\d.]+(?:us|ms|s|m) \|\s+[\d.]+(?:us|ms|s|m) \|\s+\d+ \|\s+[01]\.\d{3} \|\s+[\d.]+ \|\s+[\d.]+ \|\s+[\d.]+ MB \|\s+[\d.]+ MB \|$/m,
+		like($out, qr/^\| \Q$event\E\s+\| $phase\s+\|\s+[\d.]+ \|\s+\d+ \|\s+[\d.]+(?:us|ms|s|m) \|\s+[\d.]+(?:us|ms|s|m) \|\s+[\d.]+(?:us|ms|s|m) \|\s+\d+ \|\s+[01]\.\d{3} \|\s+[\d.]+ \|\s+[\d.]+ \|\s+[\d.]+ MB \|\s+[\d.]+ MB \|\s+\d+ \|$/m,
 			"a row for $event, $phase");
 	}
 	like($out, qr/^(?:PASS|FAIL)  \Q$event\E\s+p99 during /m, "$event: the p99 target");
 	like($out, qr/^(?:PASS|FAIL)  \Q$event\E\s+no read over 250 ms/m, "$event: the 250 ms target");
 	like($out, qr/^(?:PASS|FAIL)  \Q$event\E\s+WAL <= 64 MB/m, "$event: the WAL target");
 }
+like($out, qr/^  \Q$_\E\s+(?:before|during|after) +[\d.]+ ms, (?:storage|deployments), started/m,
+	"the probe's slowest request around $_") for 'max_age expiry', 'bulk insert';
 like($out, qr/^bulk insert: INSERT of 5000 rows took [\d.]+ s; notifications drained and cache coherent [\d.]+ s after it committed$/m,
 	'the bulk insert was applied');
 like($out, qr/^syncer RSS: [\d.]+ MB at the start, [\d.]+ MB before the bulk insert, peak [\d.]+ MB, [\d.]+ MB 10 s after/m,
