@@ -33,7 +33,8 @@ struct cache {
 	dev_t dev;
 	ino_t ino;
 	long long next_open_ms;
-	long long next_stat_ms;
+	long long next_stat_ms;      /* when to look at the file again (cache_recheck: now) */
+	long long next_header_ms;    /* when to check its header again */
 	long long reopen_backoff_ms; /* after write failures (full disk): doubles, reset by a write */
 	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
 	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end, *st_tomb, *st_tomb_check;
@@ -53,6 +54,10 @@ struct cache {
 /* Ready to use: open, and still the file at path (checked at most once a
  * second); reopens or rebuilds a missing or broken file. */
 bool cx_usable(struct cache *c);
+/* Whether the handle's file is still the one at path (a stat); if not,
+ * the handle is closed, to reopen at the next use. For writers, after a
+ * commit: a write to a file deleted meanwhile is lost with it. */
+bool cx_same_file(struct cache *c);
 /* An SQLite error rc on table t (-1: none): count it; when it says the file
  * is gone or broken, drop the handle (finalizing every statement: reset
  * yours first) so the next use rebuilds the file. */

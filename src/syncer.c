@@ -110,6 +110,7 @@ static int flush(struct cache *c, struct pg *pg, struct pending *q)
 {
 	if (q->n == 0)
 		return 0;
+	cache_recheck(c);   /* never apply to a file deleted meanwhile */
 	if (cache_apply_notifications(c, pg, q->payload, q->n) < 0)
 		return -1;
 	pending_clear(q);
