@@ -233,7 +233,11 @@ static int prepare_all(struct cache *c)
 		buf_reset(&b);
 		buf_printf(&b, "SELECT count(*) FROM %s", name);
 		c->st[t][S_ROWS] = prep(c, b.data);
-		if (!c->st[t][S_GET] || !c->st[t][S_PUT] || !c->st[t][S_DEL] || !c->st[t][S_CLEAR] || !c->st[t][S_ROWS])
+		buf_reset(&b);
+		buf_printf(&b, "SELECT 1 FROM %s WHERE %s = ?1", name, d->key_col);
+		c->st[t][S_HAS] = prep(c, b.data);
+		if (!c->st[t][S_GET] || !c->st[t][S_PUT] || !c->st[t][S_DEL] || !c->st[t][S_CLEAR] || !c->st[t][S_ROWS] ||
+		    !c->st[t][S_HAS])
 			goto out;
 		if (d->order_col) {
 			/* Every column may filter: ?k IS NULL means "any". */
@@ -631,6 +635,22 @@ int cx_del_row(struct cache *c, int t, const char *key)
 		return -1;
 	}
 	return sqlite3_changes(c->db);
+}
+
+int cx_has_row(struct cache *c, int t, const char *key)
+{
+	sqlite3_stmt *s = c->st[t][S_HAS];
+	int rc;
+
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		cx_fail(c, t, rc);
+		return -1;
+	}
+	return rc == SQLITE_ROW;
 }
 
 /* Record that credentials under key (token hash, user id, '*') changed. */

@@ -23,7 +23,7 @@
 #define CACHE_STR(x) CACHE_STR_(x)
 
 /* The statements each table has (st[t][kind]). */
-enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_NKIND };
+enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_HAS, S_NKIND };
 
 struct cache {
 	char *path;                  /* NULL: disabled */
@@ -83,6 +83,8 @@ int cx_bump(struct cache *c, int t, bool keep_complete);
 int cx_put_row(struct cache *c, int t, const struct cache_row *row, int64_t cached_at);
 /* Rows deleted, or -1. */
 int cx_del_row(struct cache *c, int t, const char *key);
+/* 1 when key is cached in table t (not credentials), 0 when not, or -1. */
+int cx_has_row(struct cache *c, int t, const char *key);
 /* Record that credentials under key (token hash, user id, '*') changed. */
 int cx_tombstone(struct cache *c, const char *key);
 /* Drop key (NULL: every row) of table t, in the caller's transaction:
