@@ -1,4 +1,4 @@
-/* floor -l ADDR [-H 'Name: value']... BODYFILE
+/* floor -l ADDR [-w N] [-H 'Name: value']... BODYFILE
  *
  * The floor of bench/run: a FastCGI responder that does the least any
  * FastCGI application can do, so that nginx in front of it measures what
@@ -8,13 +8,17 @@
  * the request body are read and ignored.
  *
  * Like the pool it listens on ADDR (unix:/path or IPv4 HOST:PORT) and keeps
- * the connections nginx asks to keep (FCGI_KEEP_CONN). Unlike the pool it is
- * one process with one epoll loop: no routing, no cache, no copies; per
- * request one read() (or a few) and ONE write() carrying the STDOUT
- * record(s), the empty STDOUT and the END_REQUEST.
+ * the connections nginx asks to keep (FCGI_KEEP_CONN). Unlike the pool each
+ * process is one epoll loop: no routing, no cache, no copies; per request
+ * one read() (or a few) and ONE write() carrying the STDOUT record(s), the
+ * empty STDOUT and the END_REQUEST. -w N runs N such processes on the one
+ * listening socket (default 1), as many as the pool has workers: on a
+ * shared machine the scheduler gives CPU per process, and the floor must
+ * not get a smaller share than the pool it is compared with.
  *
  * Not part of the service: built and started by bench/run. It runs until
- * killed (SIGTERM's default action: there is nothing to flush or remove).
+ * killed (SIGTERM's default action: there is nothing to flush or remove);
+ * the other processes die with the first.
  */
 #define _GNU_SOURCE     /* accept4 */
 #include <arpa/inet.h>
@@ -27,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -406,12 +411,16 @@ int main(int argc, char **argv)
 	const char *addr = NULL, *hdrs[MAX_HEADERS];
 	char head[8192], *body;
 	size_t blen, hlen;
-	int nh = 0, opt, lfd, n;
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL }, evs[64];
+	int nh = 0, opt, lfd, n, workers = 1;
+	pid_t parent = getpid();
+	/* EPOLLEXCLUSIVE: a new connection wakes one process, not all. */
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = NULL }, evs[64];
 
-	while ((opt = getopt(argc, argv, "l:H:")) != -1) {
+	while ((opt = getopt(argc, argv, "l:w:H:")) != -1) {
 		if (opt == 'l')
 			addr = optarg;
+		else if (opt == 'w' && (workers = atoi(optarg)) >= 1 && workers <= 64)
+			continue;
 		else if (opt == 'H' && nh < MAX_HEADERS)
 			hdrs[nh++] = optarg;
 		else
@@ -446,6 +455,20 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if ((lfd = listen_on(addr)) < 0)
 		return 1;
+	for (int i = 1; i < workers; i++) {
+		pid_t pid = fork();
+		if (pid < 0) {
+			perror("floor: fork");
+			return 1;
+		}
+		if (pid == 0) {
+			/* bench/run stops the first process only: die with it. */
+			if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+				return 1;
+			break;
+		}
+	}
+	/* Each process its own epoll set: its own connections. */
 	if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) < 0) {
 		perror("floor: epoll");
 		return 1;
@@ -470,7 +493,7 @@ int main(int argc, char **argv)
 	}
 
 usage:
-	fprintf(stderr, "usage: floor -l unix:/path|HOST:PORT [-H 'Name: value']... BODYFILE\n"
+	fprintf(stderr, "usage: floor -l unix:/path|HOST:PORT [-w 1..64] [-H 'Name: value']... BODYFILE\n"
 	    "  (at most %d headers, 8 KiB of head)\n", MAX_HEADERS);
 	return 2;
 }
