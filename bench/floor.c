@@ -23,7 +23,6 @@
 #define _GNU_SOURCE     /* accept4 */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
