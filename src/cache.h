@@ -93,6 +93,11 @@ struct cache *cache_open(const char *path, long max_age, bool write_through);
 void cache_close(struct cache *c);
 bool cache_enabled(const struct cache *c);
 
+/* Look at the file again at its next use (a stat): called at the start of
+ * every request, so that a file deleted, replaced or left with a stale
+ * "-wal" is noticed before anything is read from it. */
+void cache_recheck(struct cache *c);
+
 /* Live probe for /api/health: 0 when the file is there and answers. */
 int cache_probe(struct cache *c, double *latency_ms);
 
@@ -182,6 +187,10 @@ unsigned cache_file_generation(const struct cache *c);
 /* After the listener (re)connects: nothing cached can be trusted without a
  * check; mark every table incomplete and every row stale, drop credentials. */
 int cache_mark_all_stale(struct cache *c);
+/* For the syncer, every tick: take again the snapshots readers asked for
+ * (missing, or past half their max_age), one at a time, each under the
+ * table's lease. Returns how many were taken. */
+int cache_refresh_snapshots(struct cache *c, struct pg *pg);
 /* Refill every table from PostgreSQL (snapshot tables whole, per-key
  * tables dropped). rows[t] gets the rows now cached. Returns a bloqr_err:
  * BLOQR_ECACHE when the cache file is unusable, BLOQR_EUNAVAIL when

@@ -19,11 +19,15 @@
 #define REOPEN_BACKOFF_MAX_MS 10000  /* a full or failing disk: reopen at most this rarely */
 #define CACHE_JOURNAL_LIMIT 67108864 /* PRAGMA journal_size_limit: 64 MiB */
 #define CACHE_WAL_TRUNCATE_AT 1048576 /* cache_checkpoint empties a WAL past 1 MiB */
+#define SNAPSHOT_LEASE_MS 60000     /* a snapshot being taken: others wait at most this */
+#define SNAPSHOT_INLINE_MAX_BYTES (4 << 20)  /* larger tables: the syncer takes their snapshot */
+#define SNAPSHOT_SIZE_RECHECK_MS 10000
+#define SNAPSHOT_CHUNK 5000            /* rows merged a transaction */
 #define CACHE_STR_(x) #x
 #define CACHE_STR(x) CACHE_STR_(x)
 
 /* The statements each table has (st[t][kind]). */
-enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_NKIND };
+enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_HAS, S_NKIND };
 
 struct cache {
 	char *path;                  /* NULL: disabled */
@@ -33,7 +37,8 @@ struct cache {
 	dev_t dev;
 	ino_t ino;
 	long long next_open_ms;
-	long long next_stat_ms;
+	long long next_stat_ms;      /* when to look at the file again (cache_recheck: now) */
+	long long next_header_ms;    /* when to check its header again */
 	long long reopen_backoff_ms; /* after write failures (full disk): doubles, reset by a write */
 	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
 	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end, *st_tomb, *st_tomb_check;
@@ -46,6 +51,8 @@ struct cache {
 	bool wal;                    /* the file is in WAL mode */
 	bool shm_mapped;             /* SQLite has mapped the WAL index (a read was made) */
 	struct cache_memo memo;      /* the last snapshot reads (cache_memo.h) */
+	bool large[CACHE_NTABLES];   /* too large for a request to take its snapshot */
+	int64_t size_checked_ms[CACHE_NTABLES];
 };
 
 /* ---- cache_file.c: the handle, statements, rows, transactions ---- */
@@ -53,6 +60,10 @@ struct cache {
 /* Ready to use: open, and still the file at path (checked at most once a
  * second); reopens or rebuilds a missing or broken file. */
 bool cx_usable(struct cache *c);
+/* Whether the handle's file is still the one at path (a stat); if not,
+ * the handle is closed, to reopen at the next use. For writers, after a
+ * commit: a write to a file deleted meanwhile is lost with it. */
+bool cx_same_file(struct cache *c);
 /* An SQLite error rc on table t (-1: none): count it; when it says the file
  * is gone or broken, drop the handle (finalizing every statement: reset
  * yours first) so the next use rebuilds the file. */
@@ -71,6 +82,9 @@ struct cx_tstate {
 	bool complete;               /* the snapshot holds every PostgreSQL row */
 	int64_t synced_at;           /* when it was taken (unix ms) */
 	uint64_t gen;                /* moves on with every invalidation */
+	int64_t refresh_until;       /* a refresh's lease (unix ms): someone is taking it */
+	int64_t refresh_pid;         /* who */
+	int64_t wanted_at;           /* a reader asked the syncer for a new snapshot */
 };
 int cx_table_state(struct cache *c, int t, struct cx_tstate *ts);
 /* Move the generation on (keep_complete false also ends the snapshot). */
@@ -78,6 +92,8 @@ int cx_bump(struct cache *c, int t, bool keep_complete);
 int cx_put_row(struct cache *c, int t, const struct cache_row *row, int64_t cached_at);
 /* Rows deleted, or -1. */
 int cx_del_row(struct cache *c, int t, const char *key);
+/* 1 when key is cached in table t (not credentials), 0 when not, or -1. */
+int cx_has_row(struct cache *c, int t, const char *key);
 /* Record that credentials under key (token hash, user id, '*') changed. */
 int cx_tombstone(struct cache *c, const char *key);
 /* Drop key (NULL: every row) of table t, in the caller's transaction:
@@ -94,8 +110,10 @@ int cx_ncols(const struct cache_tabledef *d);
 
 /* ---- cache_policy.c ---- */
 
-/* Replace the table's rows with every row of PostgreSQL's, in one SQLite
- * transaction; rows (may be NULL) gets how many. A bloqr_err. */
+/* Take the table's snapshot: PostgreSQL's rows into a temporary table,
+ * then merged in one short transaction (ends the lease). rows (may be
+ * NULL) gets how many. A bloqr_err; BLOQR_ECONFLICT when the table was
+ * invalidated meanwhile. */
 int cx_snapshot_refresh(struct cache *c, struct pg *pg, int t, long *rows);
 
 #endif
