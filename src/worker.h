@@ -9,6 +9,7 @@
 #include "arena.h"
 #include "auth.h"
 #include "config.h"
+#include "etag.h"
 #include "http.h"
 
 /* Everything a handler may use; made once per worker, kept for its life. */
@@ -20,6 +21,7 @@ struct app {
 	struct arena arena;         /* per-request memory */
 	struct http_response res;   /* reused across requests */
 	struct principal who;       /* the caller of the current request */
+	struct etag_memo etags;     /* the last bodies tagged, for conditional GET */
 	unsigned long long served;
 };
 
