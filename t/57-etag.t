@@ -6,7 +6,8 @@
 # trip (the workers' own backends in pg_stat_activity do not move), and an
 # old tag never gets a 304 after a change: at once after a write through
 # the same host, within 2 s (CONTRACT §5.2) after a write through another
-# host or with psql. Weak tags, lists, "*" and malformed fields. Two hosts
+# host or with psql. Weak tags, lists, "*" and malformed fields; Apache
+# (mod_proxy_fcgi) as well as nginx; a STALE answer keeps its tag. Two hosts
 # (a pool of 2 workers behind nginx each, own cache files) on one
 # PostgreSQL.
 use strict;
@@ -295,6 +296,25 @@ subtest 'If-None-Match by RFC 9110: lists, weak tags, "*", malformed fields' => 
 	}
 	my $g = get($A, $LIST, (' ' x 6000) . $tag);
 	is($g->{status}, 304, 'a long field (6000 bytes) is read');
+};
+
+subtest 'through Apache (mod_proxy_fcgi) too' => sub {
+	# A third pool on host A's configuration (its cache file) behind Apache.
+	my $ap = host_start($CONF_A, workers => 1, web => 'apache');
+	my $C = $ap->{url};
+	my $r = hit($C, $LIST);
+	is($r->{status}, 200, 'Apache: 200') or diag show($r);
+	is(etag($r), etag(get($A, $LIST)), "Apache: nginx's tag for the same body");
+	my $nm = get($C, $LIST, etag($r));
+	is($nm->{status}, 304, 'Apache: 304') or diag show($nm);
+	is(etag($nm), etag($r), 'Apache: with the ETag');
+	is(x_cache($nm), 'HIT', 'Apache: and X-Cache');
+	my ($head, $rest) = split /\r\n\r\n/, raw_get($C, $LIST, 'If-None-Match: ' . etag($r)), 2;
+	like($head, qr{^HTTP/1\.1 304 }, 'Apache raw: 304');
+	unlike($head, qr{^Transfer-Encoding:}mi, 'Apache raw: not chunked');
+	is($rest // '', '', 'Apache raw: no body');
+	$ap->{web}->stop;
+	$ap->{pool}->stop;
 };
 
 subtest 'PostgreSQL down: the stale copy keeps its tag' => sub {
