@@ -93,6 +93,11 @@ struct cache *cache_open(const char *path, long max_age, bool write_through);
 void cache_close(struct cache *c);
 bool cache_enabled(const struct cache *c);
 
+/* Look at the file again at its next use (a stat): called at the start of
+ * every request, so that a file deleted, replaced or left with a stale
+ * "-wal" is noticed before anything is read from it. */
+void cache_recheck(struct cache *c);
+
 /* Live probe for /api/health: 0 when the file is there and answers. */
 int cache_probe(struct cache *c, double *latency_ms);
 

@@ -6,9 +6,12 @@
 #include "clock.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,8 +56,15 @@ static void close_db(struct cache *c)
 	sqlite3_finalize(c->st_tomb_check);
 	c->st_state = c->st_table = c->st_bump = c->st_begin = c->st_end = NULL;
 	c->st_tomb = c->st_tomb_check = NULL;
-	if (c->db)
+	if (c->db) {
+		/* The last connection to a WAL database deletes "<path>-wal" and
+		 * "<path>-shm" on close, by name. When the file was removed or
+		 * replaced, those names belong to the new file, whose users would
+		 * lose their WAL: never delete them (the WAL is cut to zero). */
+		int persist = 1;
+		sqlite3_file_control(c->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
 		sqlite3_close_v2(c->db);
+	}
 	c->db = NULL;
 	c->coherent = false;
 	c->shm_mapped = false;
@@ -70,6 +80,37 @@ static void remove_files(const char *path)
 	unlink(p);
 	snprintf(p, sizeof p, "%s-shm", path);
 	unlink(p);
+}
+
+/* Replacing the file is done under an exclusive lock of its directory
+ * (flock: a directory needs no lock file of its own): a new file must
+ * never meet the "-wal" or "-shm" of the one before it (SQLite would read
+ * the old WAL into the new database), and two processes must not both
+ * clear those names while a third is already using the new file's.
+ * Returns the descriptor to pass to dir_unlock, or -1 (then unlocked:
+ * the directory may be unreadable, and the cache is only a cache). */
+static int dir_lock(const char *path)
+{
+	char dir[4096];
+	int fd;
+
+	if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
+		return -1;
+	fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	while (flock(fd, LOCK_EX) < 0)
+		if (errno != EINTR) {
+			close(fd);
+			return -1;
+		}
+	return fd;
+}
+
+static void dir_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);   /* releases the flock */
 }
 
 /* Make sure the file has the built-in schema: create it, finish it, or —
@@ -192,7 +233,11 @@ static int prepare_all(struct cache *c)
 		buf_reset(&b);
 		buf_printf(&b, "SELECT count(*) FROM %s", name);
 		c->st[t][S_ROWS] = prep(c, b.data);
-		if (!c->st[t][S_GET] || !c->st[t][S_PUT] || !c->st[t][S_DEL] || !c->st[t][S_CLEAR] || !c->st[t][S_ROWS])
+		buf_reset(&b);
+		buf_printf(&b, "SELECT 1 FROM %s WHERE %s = ?1", name, d->key_col);
+		c->st[t][S_HAS] = prep(c, b.data);
+		if (!c->st[t][S_GET] || !c->st[t][S_PUT] || !c->st[t][S_DEL] || !c->st[t][S_CLEAR] || !c->st[t][S_ROWS] ||
+		    !c->st[t][S_HAS])
 			goto out;
 		if (d->order_col) {
 			/* Every column may filter: ?k IS NULL means "any". */
@@ -232,23 +277,34 @@ static int cache_reopen(struct cache *c)
 {
 	struct stat st;
 	long long now = clock_mono_ms();
+	int lock;
 
 	if (c->db)
 		return 0;
 	if (now < c->next_open_ms)
 		return -1;
 	c->next_open_ms = now + REOPEN_INTERVAL_MS;
-	if (ensure_schema(c->path) < 0)
+	lock = dir_lock(c->path);
+	/* No database: whatever "-wal" and "-shm" are left belong to a file
+	 * that was deleted (its last users may still hold them open). */
+	if (stat(c->path, &st) < 0 && errno == ENOENT)
+		remove_files(c->path);
+	if (ensure_schema(c->path) < 0) {
+		dir_unlock(lock);
 		return -1;
+	}
 	if (sqlite3_open_v2(c->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
 	    stat(c->path, &st) < 0) {
 		log_warn("cache: cannot open %s: %s", c->path, c->db ? sqlite3_errmsg(c->db) : "out of memory");
 		close_db(c);
+		dir_unlock(lock);
 		return -1;
 	}
 	sqlite3_busy_timeout(c->db, 2000);
 	c->wal = false;
+	/* Under the lock: this makes the new file's "-wal" and "-shm". */
 	sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", journal_mode_is_wal, &c->wal, NULL);
+	dir_unlock(lock);
 	sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
 	/* A WAL grown by a burst is cut back to this when it is next reset
 	 * (the syncer's checkpoints empty it sooner: cache_checkpoint). */
@@ -286,9 +342,12 @@ void cx_fail(struct cache *c, int t, int rc)
 	    base == SQLITE_CANTOPEN || base == SQLITE_READONLY || base == SQLITE_FULL) {
 		struct stat st;
 		/* Remove the broken file only if it is still the one we opened. */
-		if ((base == SQLITE_CORRUPT || base == SQLITE_NOTADB) && stat(c->path, &st) == 0 &&
-		    st.st_ino == c->ino && st.st_dev == c->dev)
-			remove_files(c->path);
+		if (base == SQLITE_CORRUPT || base == SQLITE_NOTADB) {
+			int lock = dir_lock(c->path);
+			if (stat(c->path, &st) == 0 && st.st_ino == c->ino && st.st_dev == c->dev)
+				remove_files(c->path);
+			dir_unlock(lock);
+		}
 		close_db(c);
 		c->next_open_ms = c->reopen_backoff_ms > 0 ? clock_mono_ms() + c->reopen_backoff_ms : 0;
 	}
@@ -324,8 +383,24 @@ static bool header_ok(struct cache *c)
 	return rc != SQLITE_OK || memcmp(head, magic, sizeof head) == 0;
 }
 
-/* Ready to use: open, and still the file at path (noticed at most once a
- * second: someone may have deleted, replaced or overwritten it). */
+bool cx_same_file(struct cache *c)
+{
+	struct stat st;
+
+	if (c->db == NULL)
+		return false;
+	if (stat(c->path, &st) == 0 && st.st_ino == c->ino && st.st_dev == c->dev)
+		return true;
+	log_warn("cache: %s was removed or replaced; reopening", c->path);
+	close_db(c);
+	c->next_open_ms = 0;
+	c->next_stat_ms = 0;
+	return false;
+}
+
+/* Ready to use: open, and still the file at path (someone may have
+ * deleted, replaced or overwritten it): looked at on the first use after
+ * cache_recheck, else at most once a second. */
 bool cx_usable(struct cache *c)
 {
 	long long now;
@@ -336,20 +411,28 @@ bool cx_usable(struct cache *c)
 	now = clock_mono_ms();
 	if (c->db && now >= c->next_stat_ms) {
 		c->next_stat_ms = now + FILE_RECHECK_MS;
-		if (stat(c->path, &st) < 0 || st.st_ino != c->ino || st.st_dev != c->dev) {
-			log_warn("cache: %s was removed or replaced; reopening", c->path);
-			close_db(c);
-			c->next_open_ms = 0;
-		} else if (!header_ok(c)) {
+		if (!cx_same_file(c)) {
+			/* closed: reopened below */
+		} else if (now >= c->next_header_ms && (c->next_header_ms = now + FILE_RECHECK_MS, !header_ok(c))) {
 			/* Overwritten in place: SQLite may go on answering from its
 			 * page cache for a while; don't wait for it to notice. */
+			int lock;
 			log_warn("cache: %s is no longer an SQLite file; rebuilding it", c->path);
 			close_db(c);
-			remove_files(c->path);
+			lock = dir_lock(c->path);
+			if (stat(c->path, &st) == 0 && st.st_ino == c->ino && st.st_dev == c->dev)
+				remove_files(c->path);
+			dir_unlock(lock);
 			c->next_open_ms = 0;
 		}
 	}
 	return cache_reopen(c) == 0;
+}
+
+void cache_recheck(struct cache *c)
+{
+	if (c)
+		c->next_stat_ms = 0;
 }
 
 struct cache *cache_open(const char *path, long max_age, bool write_through)
@@ -552,6 +635,22 @@ int cx_del_row(struct cache *c, int t, const char *key)
 		return -1;
 	}
 	return sqlite3_changes(c->db);
+}
+
+int cx_has_row(struct cache *c, int t, const char *key)
+{
+	sqlite3_stmt *s = c->st[t][S_HAS];
+	int rc;
+
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		cx_fail(c, t, rc);
+		return -1;
+	}
+	return rc == SQLITE_ROW;
 }
 
 /* Record that credentials under key (token hash, user id, '*') changed. */

@@ -23,7 +23,7 @@
 #define CACHE_STR(x) CACHE_STR_(x)
 
 /* The statements each table has (st[t][kind]). */
-enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_NKIND };
+enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_HAS, S_NKIND };
 
 struct cache {
 	char *path;                  /* NULL: disabled */
@@ -33,7 +33,8 @@ struct cache {
 	dev_t dev;
 	ino_t ino;
 	long long next_open_ms;
-	long long next_stat_ms;
+	long long next_stat_ms;      /* when to look at the file again (cache_recheck: now) */
+	long long next_header_ms;    /* when to check its header again */
 	long long reopen_backoff_ms; /* after write failures (full disk): doubles, reset by a write */
 	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
 	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end, *st_tomb, *st_tomb_check;
@@ -53,6 +54,10 @@ struct cache {
 /* Ready to use: open, and still the file at path (checked at most once a
  * second); reopens or rebuilds a missing or broken file. */
 bool cx_usable(struct cache *c);
+/* Whether the handle's file is still the one at path (a stat); if not,
+ * the handle is closed, to reopen at the next use. For writers, after a
+ * commit: a write to a file deleted meanwhile is lost with it. */
+bool cx_same_file(struct cache *c);
 /* An SQLite error rc on table t (-1: none): count it; when it says the file
  * is gone or broken, drop the handle (finalizing every statement: reset
  * yours first) so the next use rebuilds the file. */
@@ -78,6 +83,8 @@ int cx_bump(struct cache *c, int t, bool keep_complete);
 int cx_put_row(struct cache *c, int t, const struct cache_row *row, int64_t cached_at);
 /* Rows deleted, or -1. */
 int cx_del_row(struct cache *c, int t, const char *key);
+/* 1 when key is cached in table t (not credentials), 0 when not, or -1. */
+int cx_has_row(struct cache *c, int t, const char *key);
 /* Record that credentials under key (token hash, user id, '*') changed. */
 int cx_tombstone(struct cache *c, const char *key);
 /* Drop key (NULL: every row) of table t, in the caller's transaction:

@@ -397,26 +397,40 @@ int cache_count(struct cache *c, struct pg *pg, enum cache_tbl t, const struct c
 	return read_through_snapshot(c, pg, t, &r, how);
 }
 
+/* After a write that follows a PostgreSQL commit: if the file was deleted
+ * or replaced meanwhile, the write went down with it, and the new file
+ * may hold (or be about to take, from a read that began before the
+ * commit) the old row. Dropping the key there moves its generation on,
+ * which also refuses that read's copy: read-your-writes holds. */
+static int written_to_this_file(struct cache *c, int t, const char *key)
+{
+	if (c->db == NULL || cx_same_file(c))
+		return 0;
+	if (!cx_usable(c) || cx_drop_now(c, t, key) < 0)
+		return -1;
+	return 0;
+}
+
 void cache_written(struct cache *c, enum cache_tbl t, const struct cache_row *row, uint64_t gen)
 {
 	if (!cx_usable(c))
 		return;
 	if (c->write_through) {
 		store_checked(c, t, row, gen);
-		return;
+	} else if (cx_begin(c) == 0) {
+		if (cx_del_row(c, t, row->key) < 0 || cx_bump(c, t, false) < 0)
+			cx_rollback(c);
+		else
+			cx_commit(c);
 	}
-	if (cx_begin(c) < 0)
-		return;
-	if (cx_del_row(c, t, row->key) < 0 || cx_bump(c, t, false) < 0) {
-		cx_rollback(c);
-		return;
-	}
-	cx_commit(c);
+	written_to_this_file(c, t, row->key);
 }
 
 int cache_deleted(struct cache *c, enum cache_tbl t, const char *key)
 {
 	if (!cx_usable(c))
 		return c && c->path ? BLOQR_ECACHE : BLOQR_OK;
-	return cx_drop_now(c, t, key) < 0 ? BLOQR_ECACHE : BLOQR_OK;
+	if (cx_drop_now(c, t, key) < 0 || written_to_this_file(c, t, key) < 0)
+		return BLOQR_ECACHE;
+	return BLOQR_OK;
 }

@@ -96,13 +96,31 @@ void cache_heartbeat(struct cache *c)
 	cx_exec(c, sql);
 }
 
-/* One payload, inside the caller's transaction. */
-static int apply_one(struct cache *c, struct pg *pg, const char *payload)
+/* Rows one batch of notifications may fetch from PostgreSQL: past this
+ * (a burst: a bulk write), a named row is dropped instead, since fetching
+ * would hold the SQLite write lock for a PostgreSQL round trip a row. */
+#define APPLY_FETCH_MAX 64
+
+/* What one transaction of notifications did to each table. */
+struct apply_batch {
+	int fetches;
+	bool state_read[CACHE_NTABLES];
+	bool complete[CACHE_NTABLES];    /* the snapshot was complete when the batch began */
+	bool touched[CACHE_NTABLES];     /* a row of it changed: its generation must move */
+	bool broken[CACHE_NTABLES];      /* the snapshot no longer holds every row */
+};
+
+/* One payload, inside the caller's transaction. A named row is kept up to
+ * date only where the cache has a use for it: fetched when it is cached
+ * or belongs to a complete snapshot (within the batch's budget), dropped
+ * when over budget, and left alone when nobody has read it. */
+static int apply_one(struct cache *c, struct pg *pg, const char *payload, struct apply_batch *b)
 {
 	const char *colon = strchr(payload, ':');
 	size_t tl = colon ? (size_t)(colon - payload) : strlen(payload);
 	const char *key = colon ? colon + 1 : NULL;
-	int t = cache_table_by_name(payload, tl), rc;
+	int t = cache_table_by_name(payload, tl), cached, rc;
+	bool snapshot;
 	struct cache_row row;
 
 	if (t < 0) {
@@ -110,50 +128,81 @@ static int apply_one(struct cache *c, struct pg *pg, const char *payload)
 		return 0;
 	}
 	/* A whole table, or a credential (by token hash or user id): drop. */
-	if (key == NULL || t == CACHE_CREDENTIALS)
+	if (key == NULL || t == CACHE_CREDENTIALS) {
+		if (key == NULL)
+			b->touched[t] = false;   /* cx_drop moved it on and ended the snapshot */
 		return cx_drop(c, t, key);
-	/* Refresh the row from PostgreSQL so a complete snapshot stays so. */
+	}
+	if (!b->state_read[t]) {
+		struct cx_tstate ts;
+		if (cx_table_state(c, t, &ts) < 0)
+			return -1;
+		b->state_read[t] = true;
+		b->complete[t] = ts.complete;
+	}
+	b->touched[t] = true;
+	snapshot = b->complete[t] && !b->broken[t];
+	cached = cx_has_row(c, t, key);
+	if (cached < 0)
+		return -1;
+	if (!cached && !snapshot)
+		return 0;   /* nobody has read it here: nothing to keep */
+	if (b->fetches >= APPLY_FETCH_MAX) {
+		b->broken[t] = b->broken[t] || snapshot;
+		return cached ? (cx_del_row(c, t, key) < 0 ? -1 : 0) : 0;
+	}
+	b->fetches++;
 	memset(&row, 0, sizeof row);
 	rc = cache_defs[t]->fetch(pg, key, &row);
 	if (rc == 1) {
 		rc = cx_put_row(c, t, &row, text_now_ms());
 		cache_row_free(&row);
-		if (rc < 0)
-			return -1;
-		return cx_bump(c, t, true);
+		return rc < 0 ? -1 : 0;
 	}
-	if (cx_del_row(c, t, key) < 0)
-		return -1;
 	/* Row gone (0), or PostgreSQL failed: then the snapshot can't be trusted. */
-	return cx_bump(c, t, rc == 0);
+	if (rc < 0)
+		b->broken[t] = true;
+	return cached && cx_del_row(c, t, key) < 0 ? -1 : 0;
+}
+
+/* Apply payloads [from, to) in one transaction: 0, or -1 (rolled back). */
+static int apply_batch(struct cache *c, struct pg *pg, char *const *payloads, int from, int to)
+{
+	struct apply_batch b;
+
+	memset(&b, 0, sizeof b);
+	if (cx_begin(c) < 0)
+		return -1;
+	for (int i = from; i < to; i++)
+		if (apply_one(c, pg, payloads[i], &b) < 0)
+			goto fail;
+	/* The generation moves on once per table and batch: a read that
+	 * began before this transaction does not store what it fetched. */
+	for (int t = 0; t < CACHE_NTABLES; t++)
+		if (b.touched[t] && cx_bump(c, t, !b.broken[t]) < 0)
+			goto fail;
+	if (cx_commit(c) == 0)
+		return 0;
+fail:
+	cx_rollback(c);
+	return -1;
 }
 
 int cache_apply_notifications(struct cache *c, struct pg *pg, char *const *payloads, int n)
 {
-	int failed = 0;
-
 	if (n <= 0 || !cx_usable(c))
 		return 0;
-	if (cx_begin(c) < 0)
-		return -1;
-	for (int i = 0; i < n; i++)
-		if (apply_one(c, pg, payloads[i]) < 0) {
-			failed = 1;
-			break;
-		}
-	if (!failed && cx_commit(c) == 0)
+	if (apply_batch(c, pg, payloads, 0, n) == 0)
 		return 0;
-	cx_rollback(c);
 	if (!cx_usable(c))
 		return -1;
 	/* The batch failed: apply one by one, dropping what still fails. */
 	for (int i = 0; i < n; i++) {
-		if (cx_begin(c) < 0)
-			return -1;
-		if (apply_one(c, pg, payloads[i]) < 0 || cx_commit(c) < 0) {
+		if (apply_batch(c, pg, payloads, i, i + 1) < 0) {
 			const char *colon = strchr(payloads[i], ':');
 			int t = cache_table_by_name(payloads[i], colon ? (size_t)(colon - payloads[i]) : strlen(payloads[i]));
-			cx_rollback(c);
+			if (!cx_usable(c))
+				return -1;
 			log_warn("cache: could not apply %s; dropping the table's copy", payloads[i]);
 			if (t >= 0 && cx_drop_now(c, t, NULL) < 0)
 				return -1;

@@ -3,6 +3,7 @@
 #include "clock.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -110,6 +111,7 @@ static int flush(struct cache *c, struct pg *pg, struct pending *q)
 {
 	if (q->n == 0)
 		return 0;
+	cache_recheck(c);   /* never apply to a file deleted meanwhile */
 	if (cache_apply_notifications(c, pg, q->payload, q->n) < 0)
 		return -1;
 	pending_clear(q);
@@ -123,6 +125,7 @@ static int flush(struct cache *c, struct pg *pg, struct pending *q)
 static int drain(struct cache *c, struct pg *lpg, struct pg *pg, struct pending *q, struct ping *p)
 {
 	PGnotify *n;
+	long heard = 0;
 
 	for (;;) {
 		while (q->n < SYNC_BATCH && pg_conn(lpg) && (n = PQnotifies(pg_conn(lpg))) != NULL) {
@@ -136,13 +139,19 @@ static int drain(struct cache *c, struct pg *lpg, struct pg *pg, struct pending 
 			}
 			q->payload[q->n] = strdup(n->extra);
 			PQfreemem(n);
+			heard++;
 			if (q->payload[q->n])
 				q->n++;
 			else
 				cache_mark_all_stale(c);   /* can't name the row: re-check all */
 		}
-		if (q->n == 0)
+		if (q->n == 0) {
+			/* A burst (a bulk write) leaves freed memory behind in many
+			 * small blocks: give it back rather than keep the peak. */
+			if (heard >= SYNC_BATCH)
+				malloc_trim(0);
 			return 0;
+		}
 		/* Fetching rows while applying may bring more: loop. */
 		if (flush(c, pg, q) < 0)
 			return -1;

@@ -165,6 +165,7 @@ void worker_handle(struct app *app, const struct http_io *io)
 
 	arena_reset(&app->arena);
 	http_response_reset(res);
+	cache_recheck(app->cache);
 	if (http_request_init(&req, io, &app->arena) < 0) {
 		http_error(res, 500, "Out of memory");
 		goto send;
