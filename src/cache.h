@@ -187,6 +187,10 @@ unsigned cache_file_generation(const struct cache *c);
 /* After the listener (re)connects: nothing cached can be trusted without a
  * check; mark every table incomplete and every row stale, drop credentials. */
 int cache_mark_all_stale(struct cache *c);
+/* For the syncer, every tick: take again the snapshots readers asked for
+ * (missing, or past half their max_age), one at a time, each under the
+ * table's lease. Returns how many were taken. */
+int cache_refresh_snapshots(struct cache *c, struct pg *pg);
 /* Refill every table from PostgreSQL (snapshot tables whole, per-key
  * tables dropped). rows[t] gets the rows now cached. Returns a bloqr_err:
  * BLOQR_ECACHE when the cache file is unusable, BLOQR_EUNAVAIL when

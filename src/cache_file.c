@@ -182,7 +182,8 @@ static int prepare_all(struct cache *c)
 	int rc = -1;
 
 	c->st_state = prep(c, "SELECT listener_connected, listener_since, heartbeat, outage_since FROM cache_state WHERE id = 1");
-	c->st_table = prep(c, "SELECT complete, synced_at, gen FROM cache_tables WHERE name = ?1");
+	c->st_table = prep(c, "SELECT complete, synced_at, gen, refresh_until, wanted_at, refresh_pid FROM cache_tables "
+	    "WHERE name = ?1");
 	c->st_bump = prep(c, "UPDATE cache_tables SET gen = gen + 1, complete = complete AND ?2 WHERE name = ?1");
 	c->st_begin = prep(c, "BEGIN");
 	c->st_end = prep(c, "COMMIT");
@@ -212,8 +213,11 @@ static int prepare_all(struct cache *c)
 			continue;
 		n = cx_ncols(d);
 		buf_reset(&b);
-		buf_printf(&b, "SELECT body, cached_at, %s FROM %s WHERE %s = ?1",
-		    d->expires_col ? d->expires_col : "NULL", name, d->key_col);
+		/* A row cached before the table's valid_after is to be checked
+		 * again: it reads as cached at 0. */
+		buf_printf(&b, "SELECT body, iif(cached_at < (SELECT valid_after FROM cache_tables WHERE name = '%s'), "
+		    "0, cached_at), %s FROM %s WHERE %s = ?1",
+		    name, d->expires_col ? d->expires_col : "NULL", name, d->key_col);
 		c->st[t][S_GET] = prep(c, b.data);
 		buf_reset(&b);
 		buf_printf(&b, "INSERT OR REPLACE INTO %s (%s", name, d->key_col);
@@ -573,6 +577,9 @@ int cx_table_state(struct cache *c, int t, struct cx_tstate *ts)
 		ts->complete = sqlite3_column_int(s, 0) != 0;
 		ts->synced_at = sqlite3_column_int64(s, 1);
 		ts->gen = (uint64_t)sqlite3_column_int64(s, 2);
+		ts->refresh_until = sqlite3_column_int64(s, 3);
+		ts->wanted_at = sqlite3_column_int64(s, 4);
+		ts->refresh_pid = sqlite3_column_int64(s, 5);
 	}
 	sqlite3_reset(s);
 	if (rc != SQLITE_ROW) {

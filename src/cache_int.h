@@ -19,6 +19,10 @@
 #define REOPEN_BACKOFF_MAX_MS 10000  /* a full or failing disk: reopen at most this rarely */
 #define CACHE_JOURNAL_LIMIT 67108864 /* PRAGMA journal_size_limit: 64 MiB */
 #define CACHE_WAL_TRUNCATE_AT 1048576 /* cache_checkpoint empties a WAL past 1 MiB */
+#define SNAPSHOT_LEASE_MS 60000     /* a snapshot being taken: others wait at most this */
+#define SNAPSHOT_INLINE_MAX_BYTES (4 << 20)  /* larger tables: the syncer takes their snapshot */
+#define SNAPSHOT_SIZE_RECHECK_MS 10000
+#define SNAPSHOT_CHUNK 5000            /* rows merged a transaction */
 #define CACHE_STR_(x) #x
 #define CACHE_STR(x) CACHE_STR_(x)
 
@@ -47,6 +51,8 @@ struct cache {
 	bool wal;                    /* the file is in WAL mode */
 	bool shm_mapped;             /* SQLite has mapped the WAL index (a read was made) */
 	struct cache_memo memo;      /* the last snapshot reads (cache_memo.h) */
+	bool large[CACHE_NTABLES];   /* too large for a request to take its snapshot */
+	int64_t size_checked_ms[CACHE_NTABLES];
 };
 
 /* ---- cache_file.c: the handle, statements, rows, transactions ---- */
@@ -76,6 +82,9 @@ struct cx_tstate {
 	bool complete;               /* the snapshot holds every PostgreSQL row */
 	int64_t synced_at;           /* when it was taken (unix ms) */
 	uint64_t gen;                /* moves on with every invalidation */
+	int64_t refresh_until;       /* a refresh's lease (unix ms): someone is taking it */
+	int64_t refresh_pid;         /* who */
+	int64_t wanted_at;           /* a reader asked the syncer for a new snapshot */
 };
 int cx_table_state(struct cache *c, int t, struct cx_tstate *ts);
 /* Move the generation on (keep_complete false also ends the snapshot). */
@@ -101,8 +110,10 @@ int cx_ncols(const struct cache_tabledef *d);
 
 /* ---- cache_policy.c ---- */
 
-/* Replace the table's rows with every row of PostgreSQL's, in one SQLite
- * transaction; rows (may be NULL) gets how many. A bloqr_err. */
+/* Take the table's snapshot: PostgreSQL's rows into a temporary table,
+ * then merged in one short transaction (ends the lease). rows (may be
+ * NULL) gets how many. A bloqr_err; BLOQR_ECONFLICT when the table was
+ * invalidated meanwhile. */
 int cx_snapshot_refresh(struct cache *c, struct pg *pg, int t, long *rows);
 
 #endif

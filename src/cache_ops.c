@@ -13,9 +13,13 @@ int cache_rebuild(struct cache *c, struct pg *pg, long rows[CACHE_NTABLES])
 		return BLOQR_ECACHE;
 	for (int t = 0; t < CACHE_NTABLES; t++) {
 		rows[t] = 0;
-		if (cache_defs[t] && cache_defs[t]->all)
-			rc = cx_snapshot_refresh(c, pg, t, &rows[t]);
-		else
+		if (cache_defs[t] && cache_defs[t]->all) {
+			/* A write on this host while PostgreSQL was read: again. */
+			int tries = 0;
+			do
+				rc = cx_snapshot_refresh(c, pg, t, &rows[t]);
+			while (rc == BLOQR_ECONFLICT && ++tries < 5);
+		} else
 			rc = cache_deleted(c, t, NULL);
 		if (rc != BLOQR_OK)
 			return rc;

@@ -4,9 +4,12 @@
  * generation so that an old copy never overwrites a newer one. */
 #include "cache_int.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -205,82 +208,353 @@ static int count_sqlite(struct cache *c, int t, const struct cache_filter *f, in
 	return 0;
 }
 
+/* ---- taking a snapshot ----
+ *
+ * PostgreSQL's rows are streamed into a temporary table of the process's
+ * own connection (TEMP: no lock on the cache file, nothing in its WAL),
+ * then merged into the cached table in one short transaction that writes
+ * only what differs. Meanwhile every reader keeps the previous snapshot.
+ * The merge keeps what changed after the read began: a row cached since
+ * then (a write-through, a notification applied) stays as it is; and if
+ * the table's generation moved (a row dropped, a snapshot ended), the
+ * merge is given up, to be tried again. */
+
 struct snap_ctx {
 	struct cache *c;
+	sqlite3_stmt *ins;           /* INSERT INTO temp.snap_<table> */
 	int t;
 	int64_t now;
 	long rows;
 };
 
-/* pg_each's callback: store row i of r. */
+/* pg_each's callback: keep row i of r in the temporary table. */
 static int snap_row(void *ctx, const PGresult *r, int i)
 {
 	struct snap_ctx *sc = ctx;
 	struct cache_row row;
-	int rc;
+	int n = cx_ncols(cache_defs[sc->t]), rc;
 
 	if (cache_defs[sc->t]->row(r, i, &row) < 0)
 		return BLOQR_ENOMEM;
-	rc = cx_put_row(sc->c, sc->t, &row, sc->now);
+	sqlite3_reset(sc->ins);
+	sqlite3_bind_text(sc->ins, 1, row.key, -1, SQLITE_STATIC);
+	for (int k = 0; k < n; k++)
+		sqlite3_bind_text(sc->ins, k + 2, row.cols[k], -1, SQLITE_STATIC);
+	sqlite3_bind_text(sc->ins, n + 2, row.body, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(sc->ins, n + 3, sc->now);
+	rc = sqlite3_step(sc->ins);
+	sqlite3_reset(sc->ins);
+	sqlite3_clear_bindings(sc->ins);
 	cache_row_free(&row);
-	if (rc < 0)
+	if (rc != SQLITE_DONE)
 		return BLOQR_ECACHE;   /* never -1: pg_each would take it for "unavailable" */
 	sc->rows++;
 	return 0;
 }
 
-/* Replace the table's rows with every row of PostgreSQL's, in one SQLite
- * transaction. The write lock is taken before PostgreSQL is read, so an
- * invalidation for any later commit is applied after this one. */
-int cx_snapshot_refresh(struct cache *c, struct pg *pg, int t, long *rows)
+/* The temporary table's DDL and INSERT; the merge's steps: rows of one
+ * chunk of the temporary table (?1 ≤ rowid < ?2) that differ are written,
+ * then rows gone from PostgreSQL go (unless cached since) and the table
+ * is marked complete. Nothing else is touched. */
+static void snap_sql(int t, struct buf *ddl, struct buf *ins, struct buf *chunk, struct buf *finish, int64_t since)
 {
-	struct snap_ctx sc = { c, t, text_now_ms(), 0 };
-	char sql[160];
-	int rc;
+	const struct cache_tabledef *d = cache_defs[t];
+	const char *name = cache_sqlite_name(t);
+	int n = cx_ncols(d);
 
-	if (cache_defs[t] == NULL || cache_defs[t]->all == NULL)
-		return 0;
-	if (cx_begin(c) < 0)
-		return BLOQR_ECACHE;
-	sqlite3_reset(c->st[t][S_CLEAR]);
-	if (sqlite3_step(c->st[t][S_CLEAR]) != SQLITE_DONE) {
-		rc = sqlite3_errcode(c->db);
-		sqlite3_reset(c->st[t][S_CLEAR]);
-		cx_rollback(c);
-		cx_fail(c, t, rc);
-		return BLOQR_ECACHE;
+	buf_printf(ddl, "CREATE TEMP TABLE IF NOT EXISTS snap_%s (%s TEXT PRIMARY KEY", name, d->key_col);
+	buf_printf(ins, "INSERT INTO temp.snap_%s (%s", name, d->key_col);
+	buf_printf(chunk, "INSERT OR REPLACE INTO main.%s (%s", name, d->key_col);
+	for (int i = 0; i < n; i++) {
+		buf_printf(ddl, ", \"%s\"", d->cols[i]);
+		buf_printf(ins, ", \"%s\"", d->cols[i]);
+		buf_printf(chunk, ", \"%s\"", d->cols[i]);
 	}
-	sqlite3_reset(c->st[t][S_CLEAR]);
-	rc = pg_each(pg, cache_defs[t]->all, NULL, snap_row, &sc);
-	if (rc != PG_OK || c->db == NULL) {
-		cx_rollback(c);
-		return rc != PG_OK ? rc : BLOQR_ECACHE;
-	}
-	snprintf(sql, sizeof sql, "UPDATE cache_tables SET complete = 1, synced_at = %lld, gen = gen + 1 "
-	    "WHERE name = '%s'", (long long)sc.now, cache_sqlite_name(t));
-	if (cx_exec(c, sql) < 0 || cx_commit(c) < 0) {
-		cx_rollback(c);
-		return BLOQR_ECACHE;
-	}
-	if (rows)
-		*rows = sc.rows;
-	return 0;
+	buf_puts(ddl, ", body TEXT NOT NULL, cached_at INTEGER NOT NULL); ");
+	buf_printf(ddl, "DELETE FROM temp.snap_%s;", name);
+	buf_puts(ins, ", body, cached_at) VALUES (?1");
+	for (int i = 0; i < n + 2; i++)
+		buf_printf(ins, ", ?%d", i + 2);
+	buf_puts(ins, ")");
+	buf_printf(chunk, ", body, cached_at) SELECT * FROM temp.snap_%s s WHERE s.rowid >= ?1 AND s.rowid < ?2 "
+	    "AND NOT EXISTS (SELECT 1 FROM main.%s m WHERE m.%s = s.%s AND (m.cached_at >= %lld OR m.body = s.body))",
+	    name, name, d->key_col, d->key_col, (long long)since);
+	buf_printf(finish, "DELETE FROM main.%s WHERE cached_at < %lld AND %s NOT IN (SELECT %s FROM temp.snap_%s); ",
+	    name, (long long)since, d->key_col, d->key_col, name);
+	buf_printf(finish, "UPDATE cache_tables SET complete = 1, synced_at = %lld, gen = gen + 1, "
+	    "refresh_until = 0, refresh_pid = 0 WHERE name = '%s';", (long long)since, name);
 }
 
-/* Whether the table's snapshot may answer now (and, for STALE, at all);
- * *synced_at (when given) gets the time it was taken. */
-static bool snapshot_ok(struct cache *c, int t, bool need_fresh, int64_t *synced_at)
+/* Begin one step of the merge: the write lock, and the table not
+ * invalidated since PostgreSQL was read. A bloqr_err. */
+static int merge_begin(struct cache *c, int t, uint64_t gen0)
 {
 	struct cx_tstate ts;
 
+	if (cx_begin(c) < 0)
+		return BLOQR_ECACHE;
+	if (cx_table_state(c, t, &ts) < 0) {
+		cx_rollback(c);
+		return BLOQR_ECACHE;
+	}
+	if (ts.gen != gen0) {
+		cx_rollback(c);
+		return BLOQR_ECONFLICT;
+	}
+	return BLOQR_OK;
+}
+
+/* Merge the temporary table into the cached one, SNAPSHOT_CHUNK rows a
+ * transaction: no write lock is held for long, and between them the WAL
+ * is checkpointed so that it is reused rather than grown by the whole
+ * table. */
+static int snap_merge(struct cache *c, int t, uint64_t gen0, const struct buf *chunk, const struct buf *finish,
+    long rows)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(c->db, chunk->data, -1, &st, NULL) != SQLITE_OK) {
+		log_warn("cache: prepare failed: %s", sqlite3_errmsg(c->db));
+		return BLOQR_ECACHE;
+	}
+	for (long lo = 1; lo <= rows; lo += SNAPSHOT_CHUNK) {
+		if ((rc = merge_begin(c, t, gen0)) != BLOQR_OK)
+			goto out;
+		sqlite3_bind_int64(st, 1, lo);
+		sqlite3_bind_int64(st, 2, lo + SNAPSHOT_CHUNK);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE) {
+			cx_rollback(c);
+			cx_fail(c, t, rc);
+			rc = BLOQR_ECACHE;
+			goto out;
+		}
+		if (cx_commit(c) < 0) {
+			rc = BLOQR_ECACHE;
+			goto out;
+		}
+		if (c->wal)
+			sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	}
+	if ((rc = merge_begin(c, t, gen0)) != BLOQR_OK)
+		goto out;
+	rc = cx_exec(c, finish->data) == 0 && cx_commit(c) == 0 ? BLOQR_OK : BLOQR_ECACHE;
+	if (rc != BLOQR_OK)
+		cx_rollback(c);
+out:
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Take table t's snapshot from PostgreSQL; rows (may be NULL) gets how
+ * many rows it has. A bloqr_err; BLOQR_ECONFLICT when the table changed
+ * on this host while PostgreSQL was read (try again later). */
+int cx_snapshot_refresh(struct cache *c, struct pg *pg, int t, long *rows)
+{
+	struct snap_ctx sc = { c, NULL, t, text_now_ms(), 0 };
+	struct buf ddl = BUF_INIT, ins = BUF_INIT, chunk = BUF_INIT, finish = BUF_INIT;
+	struct cx_tstate ts;
+	char sql[160];
+	uint64_t gen0;
+	int rc = BLOQR_ECACHE;
+
+	if (cache_defs[t] == NULL || cache_defs[t]->all == NULL)
+		return 0;
+	if (cx_table_state(c, t, &ts) < 0)
+		return BLOQR_ECACHE;
+	gen0 = ts.gen;
+	snap_sql(t, &ddl, &ins, &chunk, &finish, sc.now);
+	if (ddl.oom || ins.oom || chunk.oom || finish.oom || cx_exec(c, ddl.data) < 0)
+		goto out;
+	if (sqlite3_prepare_v2(c->db, ins.data, -1, &sc.ins, NULL) != SQLITE_OK) {
+		log_warn("cache: prepare failed: %s", sqlite3_errmsg(c->db));
+		goto out;
+	}
+	/* A deferred transaction that writes only TEMP takes no lock on the file. */
+	if (cx_exec(c, "BEGIN") < 0)
+		goto out;
+	rc = pg_each(pg, cache_defs[t]->all, NULL, snap_row, &sc);
+	if (rc != PG_OK || c->db == NULL || cx_commit(c) < 0) {
+		cx_rollback(c);
+		rc = rc != PG_OK ? rc : BLOQR_ECACHE;
+		goto out;
+	}
+	rc = snap_merge(c, t, gen0, &chunk, &finish, sc.rows);
+	if (rc == BLOQR_OK && rows)
+		*rows = sc.rows;
+out:
+	sqlite3_finalize(sc.ins);
+	if (c->db) {
+		snprintf(sql, sizeof sql, "DELETE FROM temp.snap_%s", cache_sqlite_name(t));
+		sqlite3_exec(c->db, sql, NULL, NULL, NULL);   /* give the pages back */
+	}
+	buf_free(&ddl);
+	buf_free(&ins);
+	buf_free(&chunk);
+	buf_free(&finish);
+	return rc;
+}
+
+/* A write of cache_tables that must not wait: a reader asking for a
+ * refresh, a process taking the lease. 1 when a row changed, 0 when none
+ * did or the file is busy, -1 on another error. */
+static int quick_update(struct cache *c, const char *sql)
+{
+	int rc;
+
+	sqlite3_busy_timeout(c->db, 0);
+	rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+	sqlite3_busy_timeout(c->db, 2000);
+	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+		return 0;
+	if (rc != SQLITE_OK) {
+		cx_fail(c, -1, rc);
+		return -1;
+	}
+	return sqlite3_changes(c->db) > 0;
+}
+
+/* Take table t's refresh lease unless another live process holds it
+ * (compare and set: the lease as it was read, ran out, or its holder is
+ * gone). */
+static bool lease(struct cache *c, int t)
+{
+	struct cx_tstate ts;
+	char sql[300];
+	int64_t now = text_now_ms();
+
+	if (cx_table_state(c, t, &ts) < 0)
+		return false;
+	if (ts.refresh_until >= now && ts.refresh_pid > 0 && ts.refresh_pid != getpid() &&
+	    !(kill((pid_t)ts.refresh_pid, 0) < 0 && errno == ESRCH))
+		return false;
+	snprintf(sql, sizeof sql, "UPDATE cache_tables SET refresh_until = %lld, refresh_pid = %ld "
+	    "WHERE name = '%s' AND refresh_until = %lld AND refresh_pid = %lld",
+	    (long long)(now + SNAPSHOT_LEASE_MS), (long)getpid(), cache_sqlite_name(t),
+	    (long long)ts.refresh_until, (long long)ts.refresh_pid);
+	return quick_update(c, sql) == 1;
+}
+
+static void lease_release(struct cache *c, int t)
+{
+	char sql[160];
+
+	if (c->db == NULL)
+		return;
+	snprintf(sql, sizeof sql, "UPDATE cache_tables SET refresh_until = 0, refresh_pid = 0 WHERE name = '%s'",
+	    cache_sqlite_name(t));
+	quick_update(c, sql);
+}
+
+static void want(struct cache *c, int t)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof sql, "UPDATE cache_tables SET wanted_at = %lld WHERE name = '%s'",
+	    (long long)text_now_ms(), cache_sqlite_name(t));
+	quick_update(c, sql);
+}
+
+/* The size of table t in PostgreSQL (bytes): whether a request may take
+ * its snapshot itself or leaves it to the syncer. -1 when unknown. */
+static long long pg_table_bytes(struct pg *pg, int t)
+{
+	static const struct pg_stmt st = { "cache_table_bytes", "SELECT pg_relation_size(to_regclass($1))", 1, true };
+	const char *params[] = { cache_defs[t]->name };
+	PGresult *r;
+	long long n = -1;
+	int err;
+
+	r = pg_query(pg, &st, params, &err);
+	if (r && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+		n = atoll(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return n;
+}
+
+/* After a MISS of a snapshot table: one process of the host takes the
+ * snapshot, the others answer from PostgreSQL meanwhile. A small table
+ * is taken at once by this request; a large one is left to the syncer
+ * (the read asked for it: want), off the request path. */
+static void refresh_after_miss(struct cache *c, struct pg *pg, int t)
+{
+	int64_t now = text_now_ms();
+
+	if (!cx_usable(c))
+		return;
+	if (now - c->size_checked_ms[t] > SNAPSHOT_SIZE_RECHECK_MS) {
+		long long bytes = pg_table_bytes(pg, t);
+		c->large[t] = bytes < 0 || bytes > SNAPSHOT_INLINE_MAX_BYTES;
+		c->size_checked_ms[t] = now;
+	}
+	if (c->large[t] || !lease(c, t))
+		return;
+	if (cx_snapshot_refresh(c, pg, t, NULL) != 0)
+		lease_release(c, t);
+}
+
+int cache_refresh_snapshots(struct cache *c, struct pg *pg)
+{
+	int done = 0;
+
+	if (!cx_usable(c) || !cache_coherent(c))
+		return 0;
+	for (int t = 0; t < CACHE_NTABLES; t++) {
+		struct cx_tstate ts;
+		int64_t now = text_now_ms();
+		bool due;
+
+		if (cache_defs[t] == NULL || cache_defs[t]->all == NULL || cx_table_state(c, t, &ts) < 0)
+			continue;
+		/* Asked for since the last snapshot, and not being taken now. */
+		due = ts.wanted_at > ts.synced_at &&
+		    (!ts.complete || now - ts.synced_at >= c->max_age_ms / 2);
+		if (!due || !lease(c, t))
+			continue;
+		if (cx_snapshot_refresh(c, pg, t, NULL) == 0)
+			done++;
+		else
+			lease_release(c, t);
+	}
+	return done;
+}
+
+/* How long past max_age a snapshot still answers while a new one is
+ * taken: a tenth of max_age, within [1 s, 30 s]. */
+static int64_t snapshot_grace_ms(const struct cache *c)
+{
+	int64_t g = c->max_age_ms / 10;
+
+	return g < 1000 ? 1000 : g > 30000 ? 30000 : g;
+}
+
+/* Whether the table's snapshot may answer now (and, for STALE, at all):
+ * fresh means within max_age, or a short grace past it while a new one
+ * is being taken. *synced_at (when given) gets the time it was taken;
+ * *wanted (when given) whether the syncer should be asked for a new one:
+ * the snapshot is missing or past half its max_age, and nobody asked in
+ * the last second. */
+static bool snapshot_ok(struct cache *c, int t, bool need_fresh, int64_t *synced_at, bool *wanted)
+{
+	struct cx_tstate ts;
+	int64_t now, age;
+
 	if (cache_defs[t] == NULL || cache_defs[t]->all == NULL || !cx_usable(c) ||
-	    cx_table_state(c, t, &ts) < 0 || !ts.complete)
+	    cx_table_state(c, t, &ts) < 0)
+		return false;
+	now = text_now_ms();
+	age = now - ts.synced_at;
+	if (wanted)
+		*wanted = now - ts.wanted_at > 1000 && (!ts.complete || age >= c->max_age_ms / 2);
+	if (!ts.complete)
 		return false;
 	if (synced_at)
 		*synced_at = ts.synced_at;
 	if (!need_fresh)
 		return true;
-	return text_now_ms() - ts.synced_at <= c->max_age_ms;
+	return age <= c->max_age_ms + snapshot_grace_ms(c);
 }
 
 /* A read of a snapshot table: the same steps whether it lists or counts. */
@@ -320,7 +594,7 @@ static int read_through_snapshot(struct cache *c, struct pg *pg, int t, const st
 	unsigned char version[CACHE_MEMO_VERSION];
 	struct buf key = BUF_INIT;
 	int64_t synced_at = 0;
-	bool hit = false, versioned;
+	bool hit = false, versioned, wanted = false;
 	int rc;
 
 	/* The same read at the same file version, within its time: the same
@@ -337,11 +611,17 @@ static int read_through_snapshot(struct cache *c, struct pg *pg, int t, const st
 		}
 	}
 	if (cx_read_begin(c)) {
-		hit = cache_coherent(c) && snapshot_ok(c, t, true, &synced_at) && snap_sqlite(c, t, r) == 0;
+		hit = cache_coherent(c) && snapshot_ok(c, t, true, &synced_at, &wanted) && snap_sqlite(c, t, r) == 0;
 		cx_read_end(c);
+		if (wanted && c->db)
+			want(c, t);
 	}
 	if (hit && c->db) {
-		int64_t until = synced_at + c->max_age_ms, hb_until = c->heartbeat + HEARTBEAT_STALE_MS - 1;
+		/* Memoized no later than half its max_age while younger: past
+		 * that, reads go to the file and ask for a new snapshot. */
+		int64_t half = synced_at + c->max_age_ms / 2, now = text_now_ms();
+		int64_t until = now < half ? half : synced_at + c->max_age_ms + snapshot_grace_ms(c);
+		int64_t hb_until = c->heartbeat + HEARTBEAT_STALE_MS - 1;
 		if (versioned)
 			cache_memo_put(&c->memo, &key, version, until < hb_until ? until : hb_until,
 			    r->out ? r->out->data + start : NULL, r->out ? r->out->len - start : 0, *r->n);
@@ -362,7 +642,7 @@ static int read_through_snapshot(struct cache *c, struct pg *pg, int t, const st
 	if (rc == PG_EUNAVAIL) {
 		if (r->out)
 			r->out->len = start;
-		if (snapshot_ok(c, t, false, NULL) && snap_sqlite(c, t, r) == 0) {
+		if (snapshot_ok(c, t, false, NULL, NULL) && snap_sqlite(c, t, r) == 0) {
 			metrics_cache(t, METRICS_CACHE_STALE);
 			*how = CACHE_STALE;
 			return 0;
@@ -374,7 +654,7 @@ static int read_through_snapshot(struct cache *c, struct pg *pg, int t, const st
 	if (c && c->db) {
 		*how = CACHE_MISS;
 		metrics_cache(t, METRICS_CACHE_MISS);
-		cx_snapshot_refresh(c, pg, t, NULL);
+		refresh_after_miss(c, pg, t);
 	} else {
 		*how = CACHE_BYPASS;
 	}

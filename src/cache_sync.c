@@ -218,13 +218,12 @@ int cache_mark_all_stale(struct cache *c)
 
 	if (!cx_usable(c))
 		return -1;
+	/* One small write whatever the size of the tables: rows cached before
+	 * valid_after read as stale (cache_get). */
 	buf_printf(&b, "BEGIN IMMEDIATE; DELETE FROM credentials; "
 	    "INSERT OR REPLACE INTO cache_tombstones (key, at) VALUES ('*', %lld); "
-	    "UPDATE cache_tables SET complete = 0, gen = gen + 1;", (long long)text_now_ms());
-	for (int t = 0; t < CACHE_NTABLES; t++)
-		if (cache_defs[t])
-			buf_printf(&b, " UPDATE %s SET cached_at = 0;", cache_sqlite_name(t));
-	buf_puts(&b, " COMMIT;");
+	    "UPDATE cache_tables SET complete = 0, gen = gen + 1, valid_after = %lld; COMMIT;",
+	    (long long)text_now_ms(), (long long)text_now_ms() + 1);
 	rc = b.oom ? -1 : cx_exec(c, b.data);
 	if (rc < 0)
 		cx_rollback(c);

@@ -299,6 +299,11 @@ int syncer_run(const struct conf *conf)
 				cache_heartbeat(c);
 				last_heartbeat = now;
 			}
+			/* Snapshots readers asked for, right after a heartbeat: a
+			 * large table takes a second or two, while notifications
+			 * wait in the socket. */
+			if (connected && now - last_heartbeat < SYNC_HEARTBEAT_MS / 2 && cache_refresh_snapshots(c, pg) > 0)
+				now = clock_mono_ms();
 		} else if (behind && now >= next_remind) {
 			log_warn("syncer: %d invalidations not applied yet; retrying", q.n);
 			next_remind = now + 1000;
