@@ -191,6 +191,12 @@ int cache_mark_all_stale(struct cache *c);
  * (missing, or past half their max_age), one at a time, each under the
  * table's lease. Returns how many were taken. */
 int cache_refresh_snapshots(struct cache *c, struct pg *pg);
+/* [cache] max_rows: rows kept per table (default 500000). */
+void cache_set_max_rows(struct cache *c, long max_rows);
+/* For the syncer, every few seconds: a table cached per key that holds
+ * more than max_rows rows loses the ones read least recently, down to 95 %
+ * of it. Returns rows evicted, or -1 on an SQLite error. */
+long cache_evict(struct cache *c);
 /* Refill every table from PostgreSQL (snapshot tables whole, per-key
  * tables dropped). rows[t] gets the rows now cached. Returns a bloqr_err:
  * BLOQR_ECACHE when the cache file is unusable, BLOQR_EUNAVAIL when

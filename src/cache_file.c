@@ -214,20 +214,30 @@ static int prepare_all(struct cache *c)
 		n = cx_ncols(d);
 		buf_reset(&b);
 		/* A row cached before the table's valid_after is to be checked
-		 * again: it reads as cached at 0. */
+		 * again: it reads as cached at 0. Tables cached per key keep
+		 * when each row was last read (the order of eviction). */
 		buf_printf(&b, "SELECT body, iif(cached_at < (SELECT valid_after FROM cache_tables WHERE name = '%s'), "
-		    "0, cached_at), %s FROM %s WHERE %s = ?1",
-		    name, d->expires_col ? d->expires_col : "NULL", name, d->key_col);
+		    "0, cached_at), %s, %s FROM %s WHERE %s = ?1",
+		    name, d->expires_col ? d->expires_col : "NULL", d->all ? "NULL" : "read_at", name, d->key_col);
 		c->st[t][S_GET] = prep(c, b.data);
 		buf_reset(&b);
 		buf_printf(&b, "INSERT OR REPLACE INTO %s (%s", name, d->key_col);
 		for (int i = 0; i < n; i++)
 			buf_printf(&b, ", \"%s\"", d->cols[i]);
-		buf_puts(&b, ", body, cached_at) VALUES (?1");
+		buf_printf(&b, ", body, cached_at%s) VALUES (?1", d->all ? "" : ", read_at");
 		for (int i = 0; i < n + 2; i++)
 			buf_printf(&b, ", ?%d", i + 2);
+		if (d->all == NULL)
+			buf_printf(&b, ", ?%d", n + 4);   /* read_at */
 		buf_puts(&b, ")");
 		c->st[t][S_PUT] = prep(c, b.data);
+		if (d->all == NULL) {
+			buf_reset(&b);
+			buf_printf(&b, "UPDATE %s SET read_at = ?2 WHERE %s = ?1", name, d->key_col);
+			c->st[t][S_TOUCH] = prep(c, b.data);
+			if (!c->st[t][S_TOUCH])
+				goto out;
+		}
 		buf_reset(&b);
 		buf_printf(&b, "DELETE FROM %s WHERE %s = ?1", name, d->key_col);
 		c->st[t][S_DEL] = prep(c, b.data);
@@ -446,6 +456,7 @@ struct cache *cache_open(const char *path, long max_age, bool write_through)
 	if (c == NULL)
 		return NULL;
 	c->max_age_ms = (long long)max_age * 1000;
+	c->max_rows = CACHE_MAX_ROWS_DEFAULT;
 	c->write_through = write_through;
 	cache_memo_init(&c->memo);
 	if (path && *path) {
@@ -618,6 +629,8 @@ int cx_put_row(struct cache *c, int t, const struct cache_row *row, int64_t cach
 		sqlite3_bind_text(s, i + 2, row->cols[i], -1, SQLITE_STATIC);   /* NULL binds NULL */
 	sqlite3_bind_text(s, n + 2, row->body, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, n + 3, cached_at);
+	if (cache_defs[t]->all == NULL)
+		sqlite3_bind_int64(s, n + 4, cached_at);   /* read_at: a row is put to be read */
 	rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);

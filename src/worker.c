@@ -31,6 +31,7 @@ int worker_init(struct app *app, const struct conf *conf)
 		worker_fini(app);
 		return -1;
 	}
+	cache_set_max_rows(app->cache, conf->cache_max_rows);
 	/* Connect now so the first request does not pay for it; a failure
 	 * here is fine: the next request that needs PostgreSQL retries. */
 	(void)!pg_connect(app->pg);
