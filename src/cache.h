@@ -95,8 +95,14 @@ bool cache_enabled(const struct cache *c);
 
 /* Look at the file again at its next use (a stat): called at the start of
  * every request, so that a file deleted, replaced or left with a stale
- * "-wal" is noticed before anything is read from it. */
+ * "-wal" is noticed before anything is read from it. While the file is
+ * watched (below) this costs nothing: the watch says when to look. */
 void cache_recheck(struct cache *c);
+/* Watch the file's directory (inotify) instead of a stat per request: a
+ * descriptor for the caller's poll, or -1 (then cache_recheck stats).
+ * When it is readable, call cache_watch_event before serving anything. */
+int cache_watch(struct cache *c);
+void cache_watch_event(struct cache *c);
 
 /* Live probe for /api/health: 0 when the file is there and answers. */
 int cache_probe(struct cache *c, double *latency_ms);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -445,8 +446,63 @@ bool cx_usable(struct cache *c)
 
 void cache_recheck(struct cache *c)
 {
-	if (c)
+	if (c && c->watch_fd < 0)
 		c->next_stat_ms = 0;
+}
+
+int cache_watch(struct cache *c)
+{
+	char dir[4096];
+
+	if (c == NULL || c->path == NULL)
+		return -1;
+	if (c->watch_fd >= 0)
+		return c->watch_fd;
+	if (snprintf(dir, sizeof dir, "%s", c->path) >= (int)sizeof dir)
+		return -1;
+	c->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (c->watch_fd < 0)
+		return -1;
+	/* The file's name appearing, going or being renamed over; the
+	 * directory itself going (then back to a stat per request). */
+	if (inotify_add_watch(c->watch_fd, dirname(dir), IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
+	    IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR) < 0) {
+		log_warn("cache: cannot watch the directory of %s (%s); checking it on every request", c->path,
+		    strerror(errno));
+		close(c->watch_fd);
+		c->watch_fd = -1;
+	}
+	c->next_stat_ms = 0;
+	return c->watch_fd;
+}
+
+void cache_watch_event(struct cache *c)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	const char *base = strrchr(c->path, '/');
+	bool gone = false;
+	ssize_t n;
+
+	base = base ? base + 1 : c->path;
+	while ((n = read(c->watch_fd, buf, sizeof buf)) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			const struct inotify_event *e = (const struct inotify_event *)p;
+			/* Our name (not its -wal or -shm), or an overflowed queue. */
+			if ((e->len > 0 && strcmp(e->name, base) == 0) || (e->mask & IN_Q_OVERFLOW))
+				c->next_stat_ms = 0;
+			if (e->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
+				gone = true;
+			p += sizeof *e + e->len;
+		}
+	}
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+		gone = true;
+	if (gone) {
+		/* The directory went: a stat per request from now on. */
+		close(c->watch_fd);
+		c->watch_fd = -1;
+		c->next_stat_ms = 0;
+	}
 }
 
 struct cache *cache_open(const char *path, long max_age, bool write_through)
@@ -457,6 +513,7 @@ struct cache *cache_open(const char *path, long max_age, bool write_through)
 		return NULL;
 	c->max_age_ms = (long long)max_age * 1000;
 	c->max_rows = CACHE_MAX_ROWS_DEFAULT;
+	c->watch_fd = -1;
 	c->write_through = write_through;
 	cache_memo_init(&c->memo);
 	if (path && *path) {
@@ -476,6 +533,8 @@ void cache_close(struct cache *c)
 	if (c == NULL)
 		return;
 	close_db(c);
+	if (c->watch_fd >= 0)
+		close(c->watch_fd);
 	cache_memo_free(&c->memo);
 	free(c->path);
 	free(c);

@@ -41,6 +41,7 @@ struct cache {
 	long long next_open_ms;
 	long long next_stat_ms;      /* when to look at the file again (cache_recheck: now) */
 	long long next_header_ms;    /* when to check its header again */
+	int watch_fd;                /* inotify on the directory, or -1: stat per request */
 	long long reopen_backoff_ms; /* after write failures (full disk): doubles, reset by a write */
 	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
 	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end, *st_tomb, *st_tomb_check;

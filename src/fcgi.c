@@ -502,6 +502,11 @@ static int conn_read(struct conn *c)
 			if (buf_append(&c->in, tmp, (size_t)n) < 0)
 				return -1;
 			got += (size_t)n;
+			/* Short: the socket is empty now (nginx sends a request
+			 * and waits for its answer). More later wakes poll again:
+			 * no recv that can only say EAGAIN. */
+			if ((size_t)n < sizeof tmp)
+				break;
 		} else if (n == 0) {
 			return -1;
 		} else if (errno == EINTR) {
@@ -789,7 +794,7 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 	sigset_t waitmask;
 	bool tcp, stopping = false;
 	long long stop_at = 0;
-	int fl, rc = 0;
+	int fl, efd, rc = 0;
 
 	memset(&L, 0, sizeof L);
 	L.app = app;
@@ -814,10 +819,11 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 	}
 	waiting_loop = &L;
 	pg_set_wait_hook(before_pg_wait);
+	efd = worker_event_fd(app);
 
 	for (;;) {
-		struct pollfd pfd[2 + FCGI_MAX_CONNS];
-		int ready[FCGI_MAX_CONNS], nready = 0, np = 0, li = -1, hi = -1, first, busy = 0;
+		struct pollfd pfd[3 + FCGI_MAX_CONNS];
+		int ready[FCGI_MAX_CONNS], nready = 0, np = 0, li = -1, hi = -1, wi = -1, first, busy = 0;
 		long long now = clock_mono_ms(), next;
 		struct timespec ts, *tsp = NULL;
 
@@ -842,6 +848,10 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 			hi = np;
 			pfd[np++] = (struct pollfd){ L.handoff[0], POLLIN, 0 };
 		}
+		if (efd >= 0) {
+			wi = np;
+			pfd[np++] = (struct pollfd){ efd, POLLIN, 0 };
+		}
 		first = np;
 		for (int i = 0; i < L.nconns; i++)
 			pfd[np++] = (struct pollfd){ L.conns[i].fd, POLLIN, 0 };
@@ -858,6 +868,11 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 			log_error("worker: poll: %s", strerror(errno));
 			rc = -1;
 			break;
+		}
+		/* The cache file's watch before any request it may concern. */
+		if (wi >= 0 && pfd[wi].revents) {
+			worker_event(app);
+			efd = worker_event_fd(app);   /* -1 once the watch is gone */
 		}
 		/* Held connections first: the web server is waiting on them. */
 		for (int i = first; i < np; i++)

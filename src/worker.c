@@ -38,6 +38,16 @@ int worker_init(struct app *app, const struct conf *conf)
 	return 0;
 }
 
+int worker_event_fd(struct app *app)
+{
+	return cache_watch(app->cache);
+}
+
+void worker_event(struct app *app)
+{
+	cache_watch_event(app->cache);
+}
+
 void worker_fini(struct app *app)
 {
 	pg_free(app->pg);

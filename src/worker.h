@@ -33,6 +33,12 @@ void worker_fini(struct app *app);
  * response. */
 void worker_handle(struct app *app, const struct http_io *io);
 
+/* A descriptor the FastCGI loop polls besides its connections (the cache
+ * file's watch), or -1; when it is readable, worker_event before serving
+ * anything polled with it. */
+int worker_event_fd(struct app *app);
+void worker_event(struct app *app);
+
 /* Serve the one request of a CGI invocation. */
 int worker_run_cgi(struct app *app);
 
