@@ -437,14 +437,14 @@ out:
 	return rc;
 }
 
-/* A write of cache_tables that must not wait: a reader asking for a
- * refresh, a process taking the lease. 1 when a row changed, 0 when none
- * did or the file is busy, -1 on another error. */
-static int quick_update(struct cache *c, const char *sql)
+/* A write of cache_tables that must not wait long: a reader asking for a
+ * refresh (wait_ms 0), a process taking the lease. 1 when a row changed,
+ * 0 when none did or the file stayed busy, -1 on another error. */
+static int quick_update(struct cache *c, const char *sql, int wait_ms)
 {
 	int rc;
 
-	sqlite3_busy_timeout(c->db, 0);
+	sqlite3_busy_timeout(c->db, wait_ms);
 	rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
 	sqlite3_busy_timeout(c->db, 2000);
 	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
@@ -474,7 +474,9 @@ static bool lease(struct cache *c, int t)
 	    "WHERE name = '%s' AND refresh_until = %lld AND refresh_pid = %lld",
 	    (long long)(now + SNAPSHOT_LEASE_MS), (long)getpid(), cache_sqlite_name(t),
 	    (long long)ts.refresh_until, (long long)ts.refresh_pid);
-	return quick_update(c, sql) == 1;
+	/* Another process's short write (a batch of notifications) is waited
+	 * for; a long one means this is no time for a snapshot anyway. */
+	return quick_update(c, sql, 200) == 1;
 }
 
 static void lease_release(struct cache *c, int t)
@@ -485,7 +487,7 @@ static void lease_release(struct cache *c, int t)
 		return;
 	snprintf(sql, sizeof sql, "UPDATE cache_tables SET refresh_until = 0, refresh_pid = 0 WHERE name = '%s'",
 	    cache_sqlite_name(t));
-	quick_update(c, sql);
+	quick_update(c, sql, 2000);   /* else it would stand until it runs out */
 }
 
 static void want(struct cache *c, int t)
@@ -494,7 +496,7 @@ static void want(struct cache *c, int t)
 
 	snprintf(sql, sizeof sql, "UPDATE cache_tables SET wanted_at = %lld WHERE name = '%s'",
 	    (long long)text_now_ms(), cache_sqlite_name(t));
-	quick_update(c, sql);
+	quick_update(c, sql, 0);
 }
 
 /* The size of table t in PostgreSQL (bytes): whether a request may take
