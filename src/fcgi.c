@@ -100,6 +100,8 @@ struct conn {
 #define REC_MAX 65535u            /* content bytes in one record */
 #define IOV_BATCH 64              /* iovecs per writev */
 
+#define PARAMS_INDEXED 128
+
 struct piece {
 	const char *ref;           /* bytes owned by the handler, or NULL: */
 	size_t off;                /* ...bytes at off in loop.out */
@@ -122,6 +124,10 @@ struct loop {
 	size_t body_keep;          /* max_body + 1: past it, 413 */
 	long long timeout_ms;      /* [http] request_timeout */
 	int ep;                    /* epoll: every connection, and the sockets below while wanted */
+	/* The parameters indexed once a request: a lookup compares lengths
+	 * before bytes (a request asks for a dozen among some thirty). */
+	struct { const char *name, *value; size_t len; } px[PARAMS_INDEXED];
+	int npx;                   /* -1: more than PARAMS_INDEXED: scan pv */
 	bool listening, adopting;  /* the listening socket, the hand-off channel: in ep */
 };
 
@@ -133,11 +139,39 @@ static int watch(struct loop *L, int fd, bool on)
 	return epoll_ctl(L->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev);
 }
 
+/* Index the decoded parameters in L->pv. */
+static void params_index(struct loop *L)
+{
+	const char *p = L->pv.data, *end = p ? p + L->pv.len : NULL;
+
+	L->npx = 0;
+	while (p && p < end) {
+		size_t n = strlen(p);
+		const char *v = p + n + 1;
+
+		if (L->npx == PARAMS_INDEXED) {
+			L->npx = -1;
+			return;
+		}
+		L->px[L->npx].name = p;
+		L->px[L->npx].len = n;
+		L->px[L->npx++].value = v;
+		p = v + strlen(v) + 1;
+	}
+}
+
 static const char *fcgi_param(void *ctx, const char *name)
 {
 	struct loop *L = ctx;
 	const char *p = L->pv.data, *end = p ? p + L->pv.len : NULL;
 
+	if (L->npx >= 0) {
+		size_t n = strlen(name);
+		for (int i = 0; i < L->npx; i++)
+			if (L->px[i].len == n && memcmp(L->px[i].name, name, n) == 0)
+				return L->px[i].value;
+		return NULL;
+	}
 	while (p && p < end) {
 		const char *v = p + strlen(p) + 1;
 
@@ -646,6 +680,7 @@ static struct conn *serve(struct loop *L, struct conn *c)
 		log_warn("worker: malformed FastCGI parameters; connection closed");
 		clean = false;
 	} else {
+		params_index(L);
 		worker_handle(L->app, &L->io);
 		c = L->cur;   /* a hand-off meanwhile may have moved it */
 		if (send_answer(L, c->fd, id) < 0) {
@@ -678,6 +713,7 @@ static void refuse_late(struct loop *L, int i)
 		/* The parameters when they are all there (X-Request-Id), else none. */
 		if (c->params_done && fcgi_params_decode(c->params.data, c->params.len, &L->pv) < 0)
 			buf_reset(&L->pv);
+		params_index(L);
 		c->body.len = 0;
 		worker_refuse(L->app, &L->io, 408, "The request did not arrive in time");
 		if (send_answer(L, c->fd, c->id) < 0)
