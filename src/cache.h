@@ -95,8 +95,14 @@ bool cache_enabled(const struct cache *c);
 
 /* Look at the file again at its next use (a stat): called at the start of
  * every request, so that a file deleted, replaced or left with a stale
- * "-wal" is noticed before anything is read from it. */
+ * "-wal" is noticed before anything is read from it. While the file is
+ * watched (below) this costs nothing: the watch says when to look. */
 void cache_recheck(struct cache *c);
+/* Watch the file's directory (inotify) instead of a stat per request: a
+ * descriptor for the caller's poll, or -1 (then cache_recheck stats).
+ * When it is readable, call cache_watch_event before serving anything. */
+int cache_watch(struct cache *c);
+void cache_watch_event(struct cache *c);
 
 /* Live probe for /api/health: 0 when the file is there and answers. */
 int cache_probe(struct cache *c, double *latency_ms);
@@ -191,6 +197,12 @@ int cache_mark_all_stale(struct cache *c);
  * (missing, or past half their max_age), one at a time, each under the
  * table's lease. Returns how many were taken. */
 int cache_refresh_snapshots(struct cache *c, struct pg *pg);
+/* [cache] max_rows: rows kept per table (default 500000). */
+void cache_set_max_rows(struct cache *c, long max_rows);
+/* For the syncer, every few seconds: a table cached per key that holds
+ * more than max_rows rows loses the ones read least recently, down to 95 %
+ * of it. Returns rows evicted, or -1 on an SQLite error. */
+long cache_evict(struct cache *c);
 /* Refill every table from PostgreSQL (snapshot tables whole, per-key
  * tables dropped). rows[t] gets the rows now cached. Returns a bloqr_err:
  * BLOQR_ECACHE when the cache file is unusable, BLOQR_EUNAVAIL when

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -214,20 +215,30 @@ static int prepare_all(struct cache *c)
 		n = cx_ncols(d);
 		buf_reset(&b);
 		/* A row cached before the table's valid_after is to be checked
-		 * again: it reads as cached at 0. */
+		 * again: it reads as cached at 0. Tables cached per key keep
+		 * when each row was last read (the order of eviction). */
 		buf_printf(&b, "SELECT body, iif(cached_at < (SELECT valid_after FROM cache_tables WHERE name = '%s'), "
-		    "0, cached_at), %s FROM %s WHERE %s = ?1",
-		    name, d->expires_col ? d->expires_col : "NULL", name, d->key_col);
+		    "0, cached_at), %s, %s FROM %s WHERE %s = ?1",
+		    name, d->expires_col ? d->expires_col : "NULL", d->all ? "NULL" : "read_at", name, d->key_col);
 		c->st[t][S_GET] = prep(c, b.data);
 		buf_reset(&b);
 		buf_printf(&b, "INSERT OR REPLACE INTO %s (%s", name, d->key_col);
 		for (int i = 0; i < n; i++)
 			buf_printf(&b, ", \"%s\"", d->cols[i]);
-		buf_puts(&b, ", body, cached_at) VALUES (?1");
+		buf_printf(&b, ", body, cached_at%s) VALUES (?1", d->all ? "" : ", read_at");
 		for (int i = 0; i < n + 2; i++)
 			buf_printf(&b, ", ?%d", i + 2);
+		if (d->all == NULL)
+			buf_printf(&b, ", ?%d", n + 4);   /* read_at */
 		buf_puts(&b, ")");
 		c->st[t][S_PUT] = prep(c, b.data);
+		if (d->all == NULL) {
+			buf_reset(&b);
+			buf_printf(&b, "UPDATE %s SET read_at = ?2 WHERE %s = ?1", name, d->key_col);
+			c->st[t][S_TOUCH] = prep(c, b.data);
+			if (!c->st[t][S_TOUCH])
+				goto out;
+		}
 		buf_reset(&b);
 		buf_printf(&b, "DELETE FROM %s WHERE %s = ?1", name, d->key_col);
 		c->st[t][S_DEL] = prep(c, b.data);
@@ -435,8 +446,63 @@ bool cx_usable(struct cache *c)
 
 void cache_recheck(struct cache *c)
 {
-	if (c)
+	if (c && c->watch_fd < 0)
 		c->next_stat_ms = 0;
+}
+
+int cache_watch(struct cache *c)
+{
+	char dir[4096];
+
+	if (c == NULL || c->path == NULL)
+		return -1;
+	if (c->watch_fd >= 0)
+		return c->watch_fd;
+	if (snprintf(dir, sizeof dir, "%s", c->path) >= (int)sizeof dir)
+		return -1;
+	c->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (c->watch_fd < 0)
+		return -1;
+	/* The file's name appearing, going or being renamed over; the
+	 * directory itself going (then back to a stat per request). */
+	if (inotify_add_watch(c->watch_fd, dirname(dir), IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
+	    IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR) < 0) {
+		log_warn("cache: cannot watch the directory of %s (%s); checking it on every request", c->path,
+		    strerror(errno));
+		close(c->watch_fd);
+		c->watch_fd = -1;
+	}
+	c->next_stat_ms = 0;
+	return c->watch_fd;
+}
+
+void cache_watch_event(struct cache *c)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	const char *base = strrchr(c->path, '/');
+	bool gone = false;
+	ssize_t n;
+
+	base = base ? base + 1 : c->path;
+	while ((n = read(c->watch_fd, buf, sizeof buf)) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			const struct inotify_event *e = (const struct inotify_event *)p;
+			/* Our name (not its -wal or -shm), or an overflowed queue. */
+			if ((e->len > 0 && strcmp(e->name, base) == 0) || (e->mask & IN_Q_OVERFLOW))
+				c->next_stat_ms = 0;
+			if (e->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
+				gone = true;
+			p += sizeof *e + e->len;
+		}
+	}
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+		gone = true;
+	if (gone) {
+		/* The directory went: a stat per request from now on. */
+		close(c->watch_fd);
+		c->watch_fd = -1;
+		c->next_stat_ms = 0;
+	}
 }
 
 struct cache *cache_open(const char *path, long max_age, bool write_through)
@@ -446,6 +512,8 @@ struct cache *cache_open(const char *path, long max_age, bool write_through)
 	if (c == NULL)
 		return NULL;
 	c->max_age_ms = (long long)max_age * 1000;
+	c->max_rows = CACHE_MAX_ROWS_DEFAULT;
+	c->watch_fd = -1;
 	c->write_through = write_through;
 	cache_memo_init(&c->memo);
 	if (path && *path) {
@@ -465,6 +533,8 @@ void cache_close(struct cache *c)
 	if (c == NULL)
 		return;
 	close_db(c);
+	if (c->watch_fd >= 0)
+		close(c->watch_fd);
 	cache_memo_free(&c->memo);
 	free(c->path);
 	free(c);
@@ -618,6 +688,8 @@ int cx_put_row(struct cache *c, int t, const struct cache_row *row, int64_t cach
 		sqlite3_bind_text(s, i + 2, row->cols[i], -1, SQLITE_STATIC);   /* NULL binds NULL */
 	sqlite3_bind_text(s, n + 2, row->body, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, n + 3, cached_at);
+	if (cache_defs[t]->all == NULL)
+		sqlite3_bind_int64(s, n + 4, cached_at);   /* read_at: a row is put to be read */
 	rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);

@@ -22,12 +22,14 @@
 #define SNAPSHOT_LEASE_MS 60000     /* a snapshot being taken: others wait at most this */
 #define SNAPSHOT_INLINE_MAX_BYTES (4 << 20)  /* larger tables: the syncer takes their snapshot */
 #define SNAPSHOT_SIZE_RECHECK_MS 10000
-#define SNAPSHOT_CHUNK 5000            /* rows merged a transaction */
+#define SNAPSHOT_CHUNK 5000            /* rows merged (or evicted) a transaction */
+#define SNAPSHOT_TOO_LARGE_RETRY_MS 60000
+#define CACHE_MAX_ROWS_DEFAULT 500000
 #define CACHE_STR_(x) #x
 #define CACHE_STR(x) CACHE_STR_(x)
 
 /* The statements each table has (st[t][kind]). */
-enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_HAS, S_NKIND };
+enum stmt_kind { S_GET = 0, S_PUT, S_DEL, S_LIST, S_COUNT, S_CLEAR, S_ROWS, S_HAS, S_TOUCH, S_NKIND };
 
 struct cache {
 	char *path;                  /* NULL: disabled */
@@ -39,6 +41,7 @@ struct cache {
 	long long next_open_ms;
 	long long next_stat_ms;      /* when to look at the file again (cache_recheck: now) */
 	long long next_header_ms;    /* when to check its header again */
+	int watch_fd;                /* inotify on the directory, or -1: stat per request */
 	long long reopen_backoff_ms; /* after write failures (full disk): doubles, reset by a write */
 	sqlite3_stmt *st[CACHE_NTABLES][S_NKIND];
 	sqlite3_stmt *st_state, *st_table, *st_bump, *st_begin, *st_end, *st_tomb, *st_tomb_check;
@@ -52,6 +55,8 @@ struct cache {
 	bool shm_mapped;             /* SQLite has mapped the WAL index (a read was made) */
 	struct cache_memo memo;      /* the last snapshot reads (cache_memo.h) */
 	bool large[CACHE_NTABLES];   /* too large for a request to take its snapshot */
+	int64_t too_large_at[CACHE_NTABLES];  /* more rows than max_rows: no snapshot (unix ms) */
+	long max_rows;               /* rows kept per table ([cache] max_rows) */
 	int64_t size_checked_ms[CACHE_NTABLES];
 };
 

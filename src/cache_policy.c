@@ -51,6 +51,35 @@ fail:
 	cx_rollback(c);
 }
 
+/* How recent a row's read_at is kept: a write at most this often per row. */
+static int64_t touch_interval_ms(const struct cache *c)
+{
+	int64_t g = c->max_age_ms / 10;
+
+	return g < 1000 ? 1000 : g > 60000 ? 60000 : g;
+}
+
+/* Note that key was read (for eviction), unless it was lately: never
+ * waits for the write lock (a busy file skips it). */
+static void touch(struct cache *c, int t, const char *key, int64_t read_at)
+{
+	sqlite3_stmt *s = c->st[t][S_TOUCH];
+	int64_t now = text_now_ms();
+	int rc;
+
+	if (s == NULL || now - read_at < touch_interval_ms(c))
+		return;
+	sqlite3_busy_timeout(c->db, 0);
+	sqlite3_reset(s);
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, now);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	sqlite3_busy_timeout(c->db, 2000);
+	if (rc != SQLITE_DONE && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+		cx_fail(c, t, rc);
+}
+
 static bool expired(const char *exp)
 {
 	char now[25];
@@ -68,6 +97,7 @@ int cache_get(struct cache *c, struct pg *pg, enum cache_tbl t, const char *key,
 	struct cache_row row;
 	char *cached = NULL;
 	bool have = false, cached_expired = false, fresh = false;
+	int64_t read_at = -1;
 	uint64_t gen = UINT64_MAX;
 	int rc;
 
@@ -86,6 +116,8 @@ int cache_get(struct cache *c, struct pg *pg, enum cache_tbl t, const char *key,
 			cached = b ? strdup(b) : NULL;   /* NULL: a damaged row, not ours */
 			fresh = text_now_ms() - sqlite3_column_int64(s, 1) <= c->max_age_ms;
 			cached_expired = expired((const char *)sqlite3_column_text(s, 2));
+			if (sqlite3_column_type(s, 3) != SQLITE_NULL)
+				read_at = sqlite3_column_int64(s, 3);
 			if (cached == NULL)
 				have = false;
 		} else if (rc != SQLITE_DONE) {
@@ -96,6 +128,8 @@ int cache_get(struct cache *c, struct pg *pg, enum cache_tbl t, const char *key,
 		coherent = have && fresh && cache_coherent(c);
 		cx_read_end(c);
 		if (coherent) {
+			if (read_at >= 0)
+				touch(c, t, key, read_at);
 			metrics_cache(t, METRICS_CACHE_HIT);
 			*how = CACHE_HIT;
 			if (cached_expired)
@@ -234,6 +268,12 @@ static int snap_row(void *ctx, const PGresult *r, int i)
 	struct cache_row row;
 	int n = cx_ncols(cache_defs[sc->t]), rc;
 
+	/* More rows than a table may keep: no snapshot of it (lists go to
+	 * PostgreSQL), and the syncer does not try again for a while. */
+	if (sc->rows >= sc->c->max_rows) {
+		sc->c->too_large_at[sc->t] = text_now_ms();
+		return BLOQR_ECONFLICT;
+	}
 	if (cache_defs[sc->t]->row(r, i, &row) < 0)
 		return BLOQR_ENOMEM;
 	sqlite3_reset(sc->ins);
@@ -397,14 +437,14 @@ out:
 	return rc;
 }
 
-/* A write of cache_tables that must not wait: a reader asking for a
- * refresh, a process taking the lease. 1 when a row changed, 0 when none
- * did or the file is busy, -1 on another error. */
-static int quick_update(struct cache *c, const char *sql)
+/* A write of cache_tables that must not wait long: a reader asking for a
+ * refresh (wait_ms 0), a process taking the lease. 1 when a row changed,
+ * 0 when none did or the file stayed busy, -1 on another error. */
+static int quick_update(struct cache *c, const char *sql, int wait_ms)
 {
 	int rc;
 
-	sqlite3_busy_timeout(c->db, 0);
+	sqlite3_busy_timeout(c->db, wait_ms);
 	rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
 	sqlite3_busy_timeout(c->db, 2000);
 	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
@@ -434,7 +474,9 @@ static bool lease(struct cache *c, int t)
 	    "WHERE name = '%s' AND refresh_until = %lld AND refresh_pid = %lld",
 	    (long long)(now + SNAPSHOT_LEASE_MS), (long)getpid(), cache_sqlite_name(t),
 	    (long long)ts.refresh_until, (long long)ts.refresh_pid);
-	return quick_update(c, sql) == 1;
+	/* Another process's short write (a batch of notifications) is waited
+	 * for; a long one means this is no time for a snapshot anyway. */
+	return quick_update(c, sql, 200) == 1;
 }
 
 static void lease_release(struct cache *c, int t)
@@ -445,7 +487,7 @@ static void lease_release(struct cache *c, int t)
 		return;
 	snprintf(sql, sizeof sql, "UPDATE cache_tables SET refresh_until = 0, refresh_pid = 0 WHERE name = '%s'",
 	    cache_sqlite_name(t));
-	quick_update(c, sql);
+	quick_update(c, sql, 2000);   /* else it would stand until it runs out */
 }
 
 static void want(struct cache *c, int t)
@@ -454,7 +496,7 @@ static void want(struct cache *c, int t)
 
 	snprintf(sql, sizeof sql, "UPDATE cache_tables SET wanted_at = %lld WHERE name = '%s'",
 	    (long long)text_now_ms(), cache_sqlite_name(t));
-	quick_update(c, sql);
+	quick_update(c, sql, 0);
 }
 
 /* The size of table t in PostgreSQL (bytes): whether a request may take
@@ -506,7 +548,8 @@ int cache_refresh_snapshots(struct cache *c, struct pg *pg)
 		int64_t now = text_now_ms();
 		bool due;
 
-		if (cache_defs[t] == NULL || cache_defs[t]->all == NULL || cx_table_state(c, t, &ts) < 0)
+		if (cache_defs[t] == NULL || cache_defs[t]->all == NULL || cx_table_state(c, t, &ts) < 0 ||
+		    (c->too_large_at[t] && now - c->too_large_at[t] < SNAPSHOT_TOO_LARGE_RETRY_MS))
 			continue;
 		/* Asked for since the last snapshot, and not being taken now. */
 		due = ts.wanted_at > ts.synced_at &&
@@ -522,12 +565,12 @@ int cache_refresh_snapshots(struct cache *c, struct pg *pg)
 }
 
 /* How long past max_age a snapshot still answers while a new one is
- * taken: a tenth of max_age, within [1 s, 30 s]. */
+ * taken: a tenth of max_age, at most 30 s (max_age 0: none). */
 static int64_t snapshot_grace_ms(const struct cache *c)
 {
 	int64_t g = c->max_age_ms / 10;
 
-	return g < 1000 ? 1000 : g > 30000 ? 30000 : g;
+	return g > 30000 ? 30000 : g;
 }
 
 /* Whether the table's snapshot may answer now (and, for STALE, at all):
@@ -713,4 +756,58 @@ int cache_deleted(struct cache *c, enum cache_tbl t, const char *key)
 	if (cx_drop_now(c, t, key) < 0 || written_to_this_file(c, t, key) < 0)
 		return BLOQR_ECACHE;
 	return BLOQR_OK;
+}
+
+void cache_set_max_rows(struct cache *c, long max_rows)
+{
+	if (c && max_rows > 0)
+		c->max_rows = max_rows;
+}
+
+long cache_evict(struct cache *c)
+{
+	char sql[300];
+	long evicted = 0;
+
+	if (!cx_usable(c))
+		return 0;
+	for (int t = 0; t < CACHE_NTABLES; t++) {
+		const struct cache_tabledef *d = cache_defs[t];
+		const char *name = cache_sqlite_name(t);
+		sqlite3_stmt *s = c->st[t][S_ROWS];
+		long rows = 0;
+		int rc;
+
+		if (d == NULL || d->all != NULL)
+			continue;   /* snapshots are kept whole or not at all */
+		sqlite3_reset(s);
+		rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW)
+			rows = (long)sqlite3_column_int64(s, 0);
+		sqlite3_reset(s);
+		if (rc != SQLITE_ROW) {
+			cx_fail(c, t, rc);
+			return -1;
+		}
+		/* Down to 95 % of the cap, so that eviction is not a write for
+		 * every new row; a few thousand rows a transaction. */
+		while (rows > c->max_rows) {
+			long n = rows - c->max_rows + c->max_rows / 20;
+			if (n > SNAPSHOT_CHUNK)
+				n = SNAPSHOT_CHUNK;
+			snprintf(sql, sizeof sql, "DELETE FROM %s WHERE rowid IN (SELECT rowid FROM %s ORDER BY read_at LIMIT %ld)",
+			    name, name, n);
+			if (cx_begin(c) < 0)
+				return -1;
+			if (cx_exec(c, sql) < 0 || cx_bump(c, t, true) < 0 || cx_commit(c) < 0) {
+				cx_rollback(c);
+				return -1;
+			}
+			rows -= n;
+			evicted += n;
+			if (rows <= c->max_rows - c->max_rows / 20)
+				break;
+		}
+	}
+	return evicted;
 }

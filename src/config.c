@@ -32,6 +32,7 @@ static const struct conf_key conf_keys[] = {
 	{ "cache", "max_age", T_LONG, OFF(cache_max_age), "300", 0, 31536000 },
 	{ "cache", "strategy", T_STRATEGY, OFF(cache_strategy), "write-through", 0, 0 },
 	{ "cache", "auth_grace", T_LONG, OFF(cache_auth_grace), "60", 0, 86400 },
+	{ "cache", "max_rows", T_LONG, OFF(cache_max_rows), "500000", 100, 100000000 },
 	{ "pool", "listen", T_STR, OFF(pool_listen), "127.0.0.1:9000", 0, 0 },
 	{ "pool", "workers", T_LONG, OFF(pool_workers), "0", 1, 256 },
 	{ "pool", "max_requests", T_LONG, OFF(pool_max_requests), "0", 0, LONG_MAX },

@@ -20,6 +20,7 @@ struct conf {
 	long cache_max_age;           /* seconds */
 	enum conf_strategy cache_strategy;
 	long cache_auth_grace;        /* seconds */
+	long cache_max_rows;          /* rows kept per cached table */
 	/* [pool] */
 	char *pool_listen;
 	long pool_workers;            /* 0 = not set: the number of CPUs */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -29,7 +30,7 @@
 
 /* ---- stop signals ----
  * SIGTERM/SIGINT/SIGQUIT stay blocked while a request is served and are
- * let in only while the worker waits (ppoll's atomic mask change), so one
+ * let in only while the worker waits (epoll_pwait's atomic mask change), so one
  * can neither cut a request short nor slip in unseen just before the wait. */
 static volatile sig_atomic_t stop_flag;
 
@@ -99,6 +100,8 @@ struct conn {
 #define REC_MAX 65535u            /* content bytes in one record */
 #define IOV_BATCH 64              /* iovecs per writev */
 
+#define PARAMS_INDEXED 128
+
 struct piece {
 	const char *ref;           /* bytes owned by the handler, or NULL: */
 	size_t off;                /* ...bytes at off in loop.out */
@@ -120,13 +123,55 @@ struct loop {
 	int handoff[2];            /* receive, send; -1 when alone */
 	size_t body_keep;          /* max_body + 1: past it, 413 */
 	long long timeout_ms;      /* [http] request_timeout */
+	int ep;                    /* epoll: every connection, and the sockets below while wanted */
+	/* The parameters indexed once a request: a lookup compares lengths
+	 * before bytes (a request asks for a dozen among some thirty). */
+	struct { const char *name, *value; size_t len; } px[PARAMS_INDEXED];
+	int npx;                   /* -1: more than PARAMS_INDEXED: scan pv */
+	bool listening, adopting;  /* the listening socket, the hand-off channel: in ep */
 };
+
+/* Add fd to (on) or take it out of (off) the loop's epoll set. */
+static int watch(struct loop *L, int fd, bool on)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+
+	return epoll_ctl(L->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev);
+}
+
+/* Index the decoded parameters in L->pv. */
+static void params_index(struct loop *L)
+{
+	const char *p = L->pv.data, *end = p ? p + L->pv.len : NULL;
+
+	L->npx = 0;
+	while (p && p < end) {
+		size_t n = strlen(p);
+		const char *v = p + n + 1;
+
+		if (L->npx == PARAMS_INDEXED) {
+			L->npx = -1;
+			return;
+		}
+		L->px[L->npx].name = p;
+		L->px[L->npx].len = n;
+		L->px[L->npx++].value = v;
+		p = v + strlen(v) + 1;
+	}
+}
 
 static const char *fcgi_param(void *ctx, const char *name)
 {
 	struct loop *L = ctx;
 	const char *p = L->pv.data, *end = p ? p + L->pv.len : NULL;
 
+	if (L->npx >= 0) {
+		size_t n = strlen(name);
+		for (int i = 0; i < L->npx; i++)
+			if (L->px[i].len == n && memcmp(L->px[i].name, name, n) == 0)
+				return L->px[i].value;
+		return NULL;
+	}
 	while (p && p < end) {
 		const char *v = p + strlen(p) + 1;
 
@@ -321,7 +366,7 @@ static int conn_index(const struct loop *L, int fd)
 
 static int conn_add(struct loop *L, int fd)
 {
-	if (L->nconns >= FCGI_MAX_CONNS)
+	if (L->nconns >= FCGI_MAX_CONNS || watch(L, fd, true) < 0)
 		return -1;
 	L->conns[L->nconns++] = (struct conn){ .fd = fd, .in = BUF_INIT, .params = BUF_INIT, .body = BUF_INIT };
 	return 0;
@@ -348,6 +393,9 @@ static void conn_remove(struct loop *L, int i, bool close_it)
 {
 	struct conn *c = &L->conns[i], *last = &L->conns[L->nconns - 1];
 
+	/* Explicitly: a connection handed to another worker stays open there,
+	 * and epoll would go on reporting it here after our close. */
+	watch(L, c->fd, false);
 	if (close_it)
 		close(c->fd);
 	request_forget(c);
@@ -502,6 +550,11 @@ static int conn_read(struct conn *c)
 			if (buf_append(&c->in, tmp, (size_t)n) < 0)
 				return -1;
 			got += (size_t)n;
+			/* Short: the socket is empty now (nginx sends a request
+			 * and waits for its answer). More later wakes poll again:
+			 * no recv that can only say EAGAIN. */
+			if ((size_t)n < sizeof tmp)
+				break;
 		} else if (n == 0) {
 			return -1;
 		} else if (errno == EINTR) {
@@ -627,6 +680,7 @@ static struct conn *serve(struct loop *L, struct conn *c)
 		log_warn("worker: malformed FastCGI parameters; connection closed");
 		clean = false;
 	} else {
+		params_index(L);
 		worker_handle(L->app, &L->io);
 		c = L->cur;   /* a hand-off meanwhile may have moved it */
 		if (send_answer(L, c->fd, id) < 0) {
@@ -659,6 +713,7 @@ static void refuse_late(struct loop *L, int i)
 		/* The parameters when they are all there (X-Request-Id), else none. */
 		if (c->params_done && fcgi_params_decode(c->params.data, c->params.len, &L->pv) < 0)
 			buf_reset(&L->pv);
+		params_index(L);
 		c->body.len = 0;
 		worker_refuse(L->app, &L->io, 408, "The request did not arrive in time");
 		if (send_answer(L, c->fd, c->id) < 0)
@@ -789,7 +844,7 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 	sigset_t waitmask;
 	bool tcp, stopping = false;
 	long long stop_at = 0;
-	int fl, rc = 0;
+	int fl, efd, rc = 0;
 
 	memset(&L, 0, sizeof L);
 	L.app = app;
@@ -814,12 +869,23 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 	}
 	waiting_loop = &L;
 	pg_set_wait_hook(before_pg_wait);
+	efd = worker_event_fd(app);
 
+	L.ep = epoll_create1(EPOLL_CLOEXEC);
+	if (L.ep < 0 || (efd >= 0 && watch(&L, efd, true) < 0)) {
+		log_error("worker: epoll: %s", strerror(errno));
+		if (L.ep >= 0)
+			close(L.ep);
+		pg_set_wait_hook(NULL);
+		waiting_loop = NULL;
+		return -1;
+	}
 	for (;;) {
-		struct pollfd pfd[2 + FCGI_MAX_CONNS];
-		int ready[FCGI_MAX_CONNS], nready = 0, np = 0, li = -1, hi = -1, first, busy = 0;
+		struct epoll_event ev[3 + FCGI_MAX_CONNS];
+		int ready[FCGI_MAX_CONNS], nready = 0, nev, busy = 0, wait_ms = -1;
+		bool listen_ready = false, handoff_ready = false, event_ready = false;
 		long long now = clock_mono_ms(), next;
-		struct timespec ts, *tsp = NULL;
+		bool want_listen, want_adopt;
 
 		if (!stopping && (stop_flag || (max > 0 && app->served >= max))) {
 			/* Finish what has begun to arrive; pass the rest on now. */
@@ -834,42 +900,56 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 			busy += conn_busy(&L.conns[i]);
 		if (stopping && (busy == 0 || now >= stop_at))
 			break;
-		if (!stopping && L.nconns < FCGI_MAX_CONNS) {
-			li = np;
-			pfd[np++] = (struct pollfd){ listen_fd, POLLIN, 0 };
-		}
-		if (!stopping && L.handoff[0] >= 0 && L.nconns + HANDOFF_BATCH <= FCGI_MAX_CONNS) {
-			hi = np;
-			pfd[np++] = (struct pollfd){ L.handoff[0], POLLIN, 0 };
-		}
-		first = np;
-		for (int i = 0; i < L.nconns; i++)
-			pfd[np++] = (struct pollfd){ L.conns[i].fd, POLLIN, 0 };
+		/* New connections only with room for them (level-triggered: a
+		 * socket left in the set while unwanted would wake us forever). */
+		want_listen = !stopping && L.nconns < FCGI_MAX_CONNS;
+		want_adopt = !stopping && L.handoff[0] >= 0 && L.nconns + HANDOFF_BATCH <= FCGI_MAX_CONNS;
+		if (want_listen != L.listening && watch(&L, listen_fd, want_listen) == 0)
+			L.listening = want_listen;
+		if (want_adopt != L.adopting && watch(&L, L.handoff[0], want_adopt) == 0)
+			L.adopting = want_adopt;
 		if (stopping && (next == 0 || stop_at < next))
 			next = stop_at;
-		if (next > 0) {
-			long long wait = next > now ? next - now : 0;
-			ts = (struct timespec){ (time_t)(wait / 1000), (long)(wait % 1000) * 1000000L };
-			tsp = &ts;
-		}
-		if (ppoll(pfd, (nfds_t)np, tsp, &waitmask) < 0) {
+		if (next > 0)
+			wait_ms = next > now ? (int)(next - now) : 0;
+		nev = epoll_pwait(L.ep, ev, (int)(sizeof ev / sizeof ev[0]), wait_ms, &waitmask);
+		if (nev < 0) {
 			if (errno == EINTR)
 				continue;
-			log_error("worker: poll: %s", strerror(errno));
+			log_error("worker: epoll_wait: %s", strerror(errno));
 			rc = -1;
 			break;
 		}
+		for (int i = 0; i < nev; i++) {
+			int fd = ev[i].data.fd;
+			if (fd == listen_fd && L.listening)
+				listen_ready = true;
+			else if (fd == L.handoff[0] && L.adopting)
+				handoff_ready = true;
+			else if (fd == efd)
+				event_ready = true;
+			else if (nready < FCGI_MAX_CONNS)
+				ready[nready++] = fd;
+		}
+		/* The cache file's watch before any request it may concern. */
+		if (event_ready) {
+			struct epoll_event e = { .events = EPOLLIN };
+			worker_event(app);
+			/* A watch that went was closed (and left the set); a new
+			 * one may have its number. */
+			efd = worker_event_fd(app);
+			e.data.fd = efd;
+			if (efd >= 0 && epoll_ctl(L.ep, EPOLL_CTL_MOD, efd, &e) < 0 && errno == ENOENT)
+				watch(&L, efd, true);
+		}
 		/* Held connections first: the web server is waiting on them. */
-		for (int i = first; i < np; i++)
-			if (pfd[i].revents)
-				ready[nready++] = pfd[i].fd;
 		for (int i = 0; i < nready; i++)
 			progress(&L, ready[i], stopping ? 0 : max);
 		if (stopping)
 			continue;
-		if (hi >= 0 && (pfd[hi].revents & POLLIN))
+		if (handoff_ready)
 			adopt(&L);
-		if (li >= 0 && (pfd[li].revents & POLLIN) && L.nconns < FCGI_MAX_CONNS) {
+		if (listen_ready && L.nconns < FCGI_MAX_CONNS) {
 			int fd = accept_one(listen_fd, tcp, send_timeout);
 			if (fd >= 0) {
 				if (conn_add(&L, fd) < 0)
@@ -882,6 +962,7 @@ int fcgi_run(struct app *app, int listen_fd, const int handoff[2])
 	pg_set_wait_hook(NULL);
 	waiting_loop = NULL;
 	leave(&L);
+	close(L.ep);
 	buf_free(&L.out);
 	buf_free(&L.pv);
 	return rc;

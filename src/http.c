@@ -234,6 +234,7 @@ void http_response_reset(struct http_response *res)
 	res->status = 200;
 	res->content_type = NULL;
 	res->cache_control = NULL;
+	res->x_cache = NULL;
 	buf_reset(&res->headers);
 	buf_reset(&res->body);
 }
@@ -304,21 +305,28 @@ const char *http_reason(int status)
 
 int http_send(struct http_request *req, struct http_response *res)
 {
-	char head[384];
+	const char *ct = res->content_type ? res->content_type : "application/json";
+	const char *cc = res->cache_control, *xc = res->x_cache;
+	char head[448], clen[48] = "";
+	bool no_body;
 	int n;
 
 	if (res->body.oom || res->headers.oom) {
 		buf_reset(&res->headers);
 		http_error(res, 500, "Out of memory");
 	}
+	no_body = res->status == 304;
+	if (no_body)
+		buf_reset(&res->body);
+	else
+		snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", res->body.len);
 	n = snprintf(head, sizeof head,
-	    "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Request-Id: %s\r\n"
-	    "X-Content-Type-Options: nosniff\r\n%s%s%s",
+	    "Status: %d %s\r\n%s%s%s%sX-Request-Id: %s\r\nX-Content-Type-Options: nosniff\r\n%s%s%s%s%s%s",
 	    res->status, http_reason(res->status),
-	    res->content_type ? res->content_type : "application/json",
-	    res->body.len, req->request_id,
-	    res->cache_control ? "Cache-Control: " : "", res->cache_control ? res->cache_control : "",
-	    res->cache_control ? "\r\n" : "");
+	    no_body ? "" : "Content-Type: ", no_body ? "" : ct, no_body ? "" : "\r\n", clen,
+	    req->request_id,
+	    cc ? "Cache-Control: " : "", cc ? cc : "", cc ? "\r\n" : "",
+	    xc ? "X-Cache: " : "", xc ? xc : "", xc ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= sizeof head)
 		return -1;
 	if (req->io->write(req->io->ctx, head, (size_t)n) < 0)

@@ -51,6 +51,8 @@ struct http_response {
 	struct buf body;
 	const char *content_type;     /* NULL: application/json */
 	const char *cache_control;    /* static text, or NULL: no Cache-Control */
+	const char *x_cache;          /* static text (HIT, MISS…) for a read through
+	                               * the L1 cache, or NULL: no X-Cache */
 };
 
 /* Fill req from io: method, path and query from REQUEST_URI, the request id
@@ -83,8 +85,9 @@ void http_error(struct http_response *res, int status, const char *fmt, ...)
 const char *http_reason(int status);
 
 /* Write status, headers (adding X-Request-Id, Content-Type, Content-Length,
- * Cache-Control when set, X-Content-Type-Options) and body (unless HEAD)
- * to req->io. */
+ * Cache-Control and X-Cache when set, X-Content-Type-Options) and body
+ * (unless HEAD) to req->io. A 304 has no body, so neither Content-Type nor
+ * Content-Length (RFC 9110 §15.4.5). */
 int http_send(struct http_request *req, struct http_response *res);
 
 bool http_request_id_valid(const char *s);

@@ -201,6 +201,7 @@ int syncer_run(const struct conf *conf)
 
 	ping_init(&ping);
 	c = cache_open(conf->cache_path, conf->cache_max_age, conf->cache_strategy == CONF_WRITE_THROUGH);
+	cache_set_max_rows(c, conf->cache_max_rows);
 	/* Statements (row fetches, pings) go through url like the workers';
 	 * only LISTEN needs a session of its own. */
 	pg = pg_new(conf->db_url, conf->db_statement_timeout_ms, "bloqr-syncer");
@@ -312,6 +313,10 @@ int syncer_run(const struct conf *conf)
 		/* Bursts (a rebuild, many writes) grow the WAL, and SQLite's own
 		 * checkpoints never shrink it: empty it here, off the request path. */
 		if (now >= next_checkpoint) {
+			/* Rows past [cache] max_rows first: their pages then go
+			 * out with the same checkpoint. */
+			if (!behind && cache_evict(c) > 0)
+				now = clock_mono_ms();
 			cache_checkpoint(c);
 			next_checkpoint = now + SYNC_CHECKPOINT_MS;
 		}

@@ -31,10 +31,21 @@ int worker_init(struct app *app, const struct conf *conf)
 		worker_fini(app);
 		return -1;
 	}
+	cache_set_max_rows(app->cache, conf->cache_max_rows);
 	/* Connect now so the first request does not pay for it; a failure
 	 * here is fine: the next request that needs PostgreSQL retries. */
 	(void)!pg_connect(app->pg);
 	return 0;
+}
+
+int worker_event_fd(struct app *app)
+{
+	return cache_watch(app->cache);
+}
+
+void worker_event(struct app *app)
+{
+	cache_watch_event(app->cache);
 }
 
 void worker_fini(struct app *app)
@@ -44,6 +55,7 @@ void worker_fini(struct app *app)
 	cache_close(app->cache);
 	arena_free(&app->arena);
 	http_response_free(&app->res);
+	etag_memo_free(&app->etags);
 	app->pg = NULL;
 	app->query_pg = NULL;
 	app->cache = NULL;
@@ -137,6 +149,23 @@ static int authorize(struct app *app, const struct http_request *req, const stru
 	return 0;
 }
 
+/* Conditional GET (docs/CONDITIONAL-GET.md): a 200 read through the L1
+ * cache carries the entity-tag of its body, which is exactly the data as
+ * served; an If-None-Match that names it gets a 304 instead. Nothing here
+ * reads PostgreSQL or SQLite: the handler's read was the only one. */
+static void conditional_get(struct app *app, const struct http_request *req, struct http_response *res)
+{
+	char tag[ETAG_LEN + 1];
+
+	if ((req->method != HTTP_GET && req->method != HTTP_HEAD) || res->status != 200 ||
+	    res->x_cache == NULL || res->body.oom)
+		return;
+	etag_memo_of(&app->etags, res->body.data, res->body.len, tag);
+	http_header(res, "ETag", tag);
+	if (etag_none_match(http_param(req, "HTTP_IF_NONE_MATCH"), tag))
+		res->status = 304;
+}
+
 void worker_handle(struct app *app, const struct http_io *io)
 {
 	struct http_response *res = &app->res;
@@ -173,6 +202,7 @@ void worker_handle(struct app *app, const struct http_io *io)
 		http_error(res, 400, "Malformed percent-encoding in the path");
 	} else if (authorize(app, &req, &router_routes[route], res) == 0) {
 		router_routes[route].fn(app, &req, res, &m);
+		conditional_get(app, &req, res);
 	}
 	if (route < 0)
 		route = -1;

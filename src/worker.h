@@ -9,6 +9,7 @@
 #include "arena.h"
 #include "auth.h"
 #include "config.h"
+#include "etag.h"
 #include "http.h"
 
 /* Everything a handler may use; made once per worker, kept for its life. */
@@ -20,6 +21,7 @@ struct app {
 	struct arena arena;         /* per-request memory */
 	struct http_response res;   /* reused across requests */
 	struct principal who;       /* the caller of the current request */
+	struct etag_memo etags;     /* the last bodies tagged, for conditional GET */
 	unsigned long long served;
 };
 
@@ -30,6 +32,12 @@ void worker_fini(struct app *app);
 /* Serve one request read from io. Never fails: every problem becomes a
  * response. */
 void worker_handle(struct app *app, const struct http_io *io);
+
+/* A descriptor the FastCGI loop polls besides its connections (the cache
+ * file's watch), or -1; when it is readable, worker_event before serving
+ * anything polled with it. */
+int worker_event_fd(struct app *app);
+void worker_event(struct app *app);
 
 /* Serve the one request of a CGI invocation. */
 int worker_run_cgi(struct app *app);

@@ -411,6 +411,8 @@ static struct cache *admin_cache(const struct conf *c)
 	cache = cache_open(c->cache_path, c->cache_max_age, c->cache_strategy == CONF_WRITE_THROUGH);
 	if (cache == NULL)
 		admin_errorf("out of memory");
+	else
+		cache_set_max_rows(cache, c->cache_max_rows);
 	return cache;
 }
 

@@ -20,7 +20,7 @@
 static void cache_headers(struct http_response *res, enum cache_outcome how)
 {
 	res->cache_control = "public, max-age=60";
-	http_header(res, "X-Cache", cache_outcome_name(how));
+	res->x_cache = cache_outcome_name(how);
 }
 
 /* The least reassuring of two outcomes, for a reply built from several
@@ -179,7 +179,7 @@ void h_deployments_stats(struct app *app, struct http_request *req, struct http_
 		goto oom;
 	h_json(res, 200, o);
 	o = NULL;
-	http_header(res, "X-Cache", cache_outcome_name(how));
+	res->x_cache = cache_outcome_name(how);
 	goto out;
 pg_fail:
 	h_error(res, rc);

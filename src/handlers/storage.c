@@ -18,7 +18,7 @@
 
 static void x_cache(struct http_response *res, enum cache_outcome how)
 {
-	http_header(res, "X-Cache", cache_outcome_name(how));
+	res->x_cache = cache_outcome_name(how);
 }
 
 /* The {key*} of the path, or NULL with a 400 set. The router has decoded

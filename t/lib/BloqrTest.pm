@@ -73,6 +73,13 @@ for my $sig (qw(INT TERM HUP PIPE)) {
 # --- paths ---------------------------------------------------------------
 
 sub builddir { $ENV{BLOQR_BUILDDIR} || getcwd() }
+
+# Whether the programs under test are built with AddressSanitizer (its
+# allocator keeps freed memory in quarantine: RSS says nothing then).
+sub sanitized {
+	my $mk = _slurp(builddir() . '/Makefile') // '';
+	return $mk =~ /^(?:SAN_)?CFLAGS[ \t]*=.*-fsanitize=address/m;
+}
 sub srcdir   { $ENV{BLOQR_SRCDIR}   || getcwd() }
 
 # A built program, e.g. program('cgi-bin/bloqr.fcgi'); dies when not built.

@@ -1185,10 +1185,16 @@ static void test_mark_all_stale(void)
 	is_int(cache_mark_all_stale(c), 0, "cache_mark_all_stale");
 	is_int(sq_long(path, "SELECT count(*) FROM cache_tables WHERE complete <> 0", NULL), 0,
 	    "after: no table complete");
-	is_int(sq_long(path, "SELECT (SELECT count(*) FROM storage_entries WHERE cached_at <> 0) + "
-	    "(SELECT count(*) FROM deployment_history WHERE cached_at <> 0) + "
-	    "(SELECT count(*) FROM filter_cache WHERE cached_at <> 0) + "
-	    "(SELECT count(*) FROM compilation_metadata WHERE cached_at <> 0)", NULL), 0, "after: every row stale");
+	/* Stale: cached before its table's valid_after (one small write). */
+	is_int(sq_long(path, "SELECT count(*) FROM storage_entries WHERE cached_at >= "
+	    "(SELECT valid_after FROM cache_tables WHERE name = 'storage_entries')", NULL) +
+	    sq_long(path, "SELECT count(*) FROM deployment_history WHERE cached_at >= "
+	    "(SELECT valid_after FROM cache_tables WHERE name = 'deployment_history')", NULL) +
+	    sq_long(path, "SELECT count(*) FROM filter_cache WHERE cached_at >= "
+	    "(SELECT valid_after FROM cache_tables WHERE name = 'filter_cache')", NULL) +
+	    sq_long(path, "SELECT count(*) FROM compilation_metadata WHERE cached_at >= "
+	    "(SELECT valid_after FROM cache_tables WHERE name = 'compilation_metadata')", NULL), 0,
+	    "after: every row stale");
 	is_int(cache_cred_get(c, "hash-x", &got), 0, "after: credentials gone");
 	is_int(sq_rows(path, "credentials"), 0, "after: credentials table empty");
 

@@ -158,6 +158,34 @@ int main(void)
 		buf_reset(&m.out);
 		ok(http_send(&req, &res) == 0 && strstr(m.out.data, "Cache-Control: no-store\r\n") != NULL,
 		    "Cache-Control when set");
+		ok(strstr(m.out.data, "X-Cache:") == NULL, "no X-Cache unless set");
+	}
+	{
+		/* A 304 (RFC 9110 §15.4.5): the headers of the 200 it stands
+		 * for, but no body, and so no Content-Type or Content-Length. */
+		const char *env[] = { "REQUEST_METHOD=GET", "REQUEST_URI=/x", "HTTP_X_REQUEST_ID=r2", NULL };
+		m.env = env;
+		buf_reset(&m.out);
+		http_request_init(&req, &io, &a);
+		http_response_reset(&res);
+		buf_puts(&res.body, "{\"success\":true}");
+		res.cache_control = "public, max-age=60";
+		res.x_cache = "HIT";
+		http_header(&res, "ETag", "\"abc\"");
+		ok(http_send(&req, &res) == 0 && strstr(m.out.data, "X-Cache: HIT\r\n") != NULL &&
+		    strstr(m.out.data, "Content-Length: 16\r\n") != NULL, "200: X-Cache when set, and the length");
+		res.status = 304;
+		buf_reset(&m.out);
+		ok(http_send(&req, &res) == 0, "304 sent");
+		ok(strncmp(m.out.data, "Status: 304 Not Modified\r\n", 26) == 0, "304: status line");
+		ok(strstr(m.out.data, "ETag: \"abc\"\r\n") && strstr(m.out.data, "X-Cache: HIT\r\n") &&
+		    strstr(m.out.data, "Cache-Control: public, max-age=60\r\n") &&
+		    strstr(m.out.data, "X-Content-Type-Options: nosniff\r\n") &&
+		    strstr(m.out.data, "X-Request-Id: r2\r\n"), "304: ETag, X-Cache, Cache-Control, nosniff, request id");
+		ok(strstr(m.out.data, "\nContent-Length:") == NULL && strstr(m.out.data, "\nContent-Type:") == NULL,
+		    "304: no Content-Length, no Content-Type");
+		ok(m.out.len >= 4 && memcmp(m.out.data + m.out.len - 4, "\r\n\r\n", 4) == 0, "304: no body");
+		is_int(res.body.len, 0, "304: the body is dropped");
 	}
 	buf_free(&m.out);
 	http_response_free(&res);
