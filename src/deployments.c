@@ -31,7 +31,8 @@ enum { C_ID = 0, C_VERSION, C_BUILD, C_FULL, C_COMMIT, C_BRANCH, C_AT, C_BY, C_S
  * as text; PostgreSQL must sort the same way or a HIT and a MISS would
  * disagree about rows deployed within one millisecond. uuid order is the
  * order of its lowercase hex text. */
-#define DEPLOY_ORDER "ORDER BY date_trunc('milliseconds', d.deployed_at) DESC, d.id DESC"
+/* In the order of deployment_history_list_idx (migration 0005). */
+#define DEPLOY_ORDER "ORDER BY date_trunc('milliseconds', d.deployed_at AT TIME ZONE 'UTC') DESC, d.id DESC"
 
 /* Equality filters, one parameter per cached column (NULL = any), in the
  * order of deployments_cache_def.cols. */
