@@ -54,7 +54,7 @@ void cache_cred_put(struct cache *c, const char *token_hash, const struct cache_
 	char kind[2] = { cr->kind, '\0' };
 	int rc;
 
-	if (!cx_usable(c) || cx_begin(c) < 0)
+	if (!cx_usable(c) || cx_begin_fill(c) != 0)
 		return;
 	s = c->st_tomb_check;
 	sqlite3_reset(s);

@@ -612,6 +612,22 @@ int cx_begin(struct cache *c)
 	return cx_exec(c, "BEGIN IMMEDIATE");
 }
 
+int cx_begin_fill(struct cache *c)
+{
+	int rc;
+
+	sqlite3_busy_timeout(c->db, FILL_WAIT_MS);
+	rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	sqlite3_busy_timeout(c->db, 2000);
+	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+		return 1;
+	if (rc != SQLITE_OK) {
+		cx_fail(c, -1, rc);
+		return -1;
+	}
+	return 0;
+}
+
 int cx_commit(struct cache *c)
 {
 	if (c->db == NULL)

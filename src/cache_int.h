@@ -22,7 +22,8 @@
 #define SNAPSHOT_LEASE_MS 60000     /* a snapshot being taken: others wait at most this */
 #define SNAPSHOT_INLINE_MAX_BYTES (4 << 20)  /* larger tables: the syncer takes their snapshot */
 #define SNAPSHOT_SIZE_RECHECK_MS 10000
-#define SNAPSHOT_CHUNK 5000            /* rows merged (or evicted) a transaction */
+#define SNAPSHOT_CHUNK 2000            /* rows merged (or evicted) a transaction */
+#define FILL_WAIT_MS 20                /* a fill waits this long for the write lock, then skips */
 #define SNAPSHOT_TOO_LARGE_RETRY_MS 60000
 #define CACHE_MAX_ROWS_DEFAULT 500000
 #define CACHE_STR_(x) #x
@@ -76,6 +77,11 @@ void cx_fail(struct cache *c, int t, int rc);
 /* Run SQL text; BEGIN IMMEDIATE, COMMIT, ROLLBACK. 0 or -1 (cx_fail'ed). */
 int cx_exec(struct cache *c, const char *sql);
 int cx_begin(struct cache *c);
+/* BEGIN IMMEDIATE for a fill (a copy the cache may as well not keep):
+ * waits at most FILL_WAIT_MS for the write lock, so that a request is not
+ * held behind another process's long write. 0, 1 when busy (nothing
+ * begun, nothing logged), -1 on an error (cx_fail'ed). */
+int cx_begin_fill(struct cache *c);
 int cx_commit(struct cache *c);
 void cx_rollback(struct cache *c);
 /* One read transaction (a single WAL read lock) around several reads. */

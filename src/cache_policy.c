@@ -29,11 +29,11 @@ uint64_t cache_gen(struct cache *c, enum cache_tbl t)
  * invalidated since the caller read PostgreSQL), else drop the key and end
  * the snapshot: the copy may be older than what an invalidation already
  * applied, and a complete snapshot must not lack the row either. */
-static void store_checked(struct cache *c, int t, const struct cache_row *row, uint64_t gen)
+static void store_checked(struct cache *c, int t, const struct cache_row *row, uint64_t gen, bool fill)
 {
 	struct cx_tstate ts;
 
-	if (cx_begin(c) < 0)
+	if (fill ? cx_begin_fill(c) != 0 : cx_begin(c) < 0)
 		return;
 	if (cx_table_state(c, t, &ts) < 0)
 		goto fail;
@@ -166,7 +166,7 @@ int cache_get(struct cache *c, struct pg *pg, enum cache_tbl t, const char *key,
 		return 0;
 	}
 	if (c && c->db)
-		store_checked(c, t, &row, gen);
+		store_checked(c, t, &row, gen, true);   /* a MISS: the next read can fill it */
 	if (!(d->expires_col && cx_col_index(d, d->expires_col) >= 0 &&
 	    expired(row.cols[cx_col_index(d, d->expires_col)]))) {
 		*body = row.body;
@@ -739,7 +739,7 @@ void cache_written(struct cache *c, enum cache_tbl t, const struct cache_row *ro
 	if (!cx_usable(c))
 		return;
 	if (c->write_through) {
-		store_checked(c, t, row, gen);
+		store_checked(c, t, row, gen, false);
 	} else if (cx_begin(c) == 0) {
 		if (cx_del_row(c, t, row->key) < 0 || cx_bump(c, t, false) < 0)
 			cx_rollback(c);
