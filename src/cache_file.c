@@ -315,7 +315,7 @@ static int cache_reopen(struct cache *c)
 		dir_unlock(lock);
 		return -1;
 	}
-	sqlite3_busy_timeout(c->db, 2000);
+	sqlite3_busy_timeout(c->db, CACHE_BUSY_MS);
 	c->wal = false;
 	/* Under the lock: this makes the new file's "-wal" and "-shm". */
 	sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", journal_mode_is_wal, &c->wal, NULL);
@@ -588,7 +588,7 @@ int cache_checkpoint(struct cache *c)
 	rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_TRUNCATE, &nlog, &nckpt);
 	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
 		rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
-	sqlite3_busy_timeout(c->db, 2000);
+	sqlite3_busy_timeout(c->db, CACHE_BUSY_MS);
 	if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
 		cx_fail(c, -1, rc);
 		return -1;
@@ -612,13 +612,13 @@ int cx_begin(struct cache *c)
 	return cx_exec(c, "BEGIN IMMEDIATE");
 }
 
-int cx_begin_fill(struct cache *c)
+int cx_exec_wait(struct cache *c, const char *sql, int wait_ms)
 {
 	int rc;
 
-	sqlite3_busy_timeout(c->db, FILL_WAIT_MS);
-	rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-	sqlite3_busy_timeout(c->db, 2000);
+	sqlite3_busy_timeout(c->db, wait_ms);
+	rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+	sqlite3_busy_timeout(c->db, CACHE_BUSY_MS);
 	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
 		return 1;
 	if (rc != SQLITE_OK) {
@@ -626,6 +626,11 @@ int cx_begin_fill(struct cache *c)
 		return -1;
 	}
 	return 0;
+}
+
+int cx_begin_fill(struct cache *c)
+{
+	return cx_exec_wait(c, "BEGIN IMMEDIATE", FILL_WAIT_MS);
 }
 
 int cx_commit(struct cache *c)

@@ -24,6 +24,7 @@
 #define SNAPSHOT_SIZE_RECHECK_MS 10000
 #define SNAPSHOT_CHUNK 2000            /* rows merged (or evicted) a transaction */
 #define FILL_WAIT_MS 20                /* a fill waits this long for the write lock, then skips */
+#define CACHE_BUSY_MS 2000             /* any other use waits this long for a lock */
 #define SNAPSHOT_TOO_LARGE_RETRY_MS 60000
 #define CACHE_MAX_ROWS_DEFAULT 500000
 #define CACHE_STR_(x) #x
@@ -82,6 +83,9 @@ int cx_begin(struct cache *c);
  * held behind another process's long write. 0, 1 when busy (nothing
  * begun, nothing logged), -1 on an error (cx_fail'ed). */
 int cx_begin_fill(struct cache *c);
+/* Run SQL text waiting at most wait_ms for a lock: 0, 1 when it stayed
+ * busy (nothing done, nothing logged), -1 on an error (cx_fail'ed). */
+int cx_exec_wait(struct cache *c, const char *sql, int wait_ms);
 int cx_commit(struct cache *c);
 void cx_rollback(struct cache *c);
 /* One read transaction (a single WAL read lock) around several reads. */

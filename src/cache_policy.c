@@ -75,7 +75,7 @@ static void touch(struct cache *c, int t, const char *key, int64_t read_at)
 	sqlite3_bind_int64(s, 2, now);
 	rc = sqlite3_step(s);
 	sqlite3_reset(s);
-	sqlite3_busy_timeout(c->db, 2000);
+	sqlite3_busy_timeout(c->db, CACHE_BUSY_MS);
 	if (rc != SQLITE_DONE && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
 		cx_fail(c, t, rc);
 }
@@ -442,17 +442,10 @@ out:
  * 0 when none did or the file stayed busy, -1 on another error. */
 static int quick_update(struct cache *c, const char *sql, int wait_ms)
 {
-	int rc;
+	int rc = cx_exec_wait(c, sql, wait_ms);
 
-	sqlite3_busy_timeout(c->db, wait_ms);
-	rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
-	sqlite3_busy_timeout(c->db, 2000);
-	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
-		return 0;
-	if (rc != SQLITE_OK) {
-		cx_fail(c, -1, rc);
-		return -1;
-	}
+	if (rc != 0)
+		return rc < 0 ? -1 : 0;
 	return sqlite3_changes(c->db) > 0;
 }
 
@@ -487,7 +480,7 @@ static void lease_release(struct cache *c, int t)
 		return;
 	snprintf(sql, sizeof sql, "UPDATE cache_tables SET refresh_until = 0, refresh_pid = 0 WHERE name = '%s'",
 	    cache_sqlite_name(t));
-	quick_update(c, sql, 2000);   /* else it would stand until it runs out */
+	quick_update(c, sql, CACHE_BUSY_MS);   /* else it would stand until it runs out */
 }
 
 static void want(struct cache *c, int t)
