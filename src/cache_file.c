@@ -721,36 +721,33 @@ int cx_put_row(struct cache *c, int t, const struct cache_row *row, int64_t cach
 	return 0;
 }
 
-int cx_del_row(struct cache *c, int t, const char *key)
+/* Run a statement of table t that takes one key: SQLite's result code,
+ * the statement reset (and cx_fail'ed on an error other than a row). */
+static int step_key(struct cache *c, int t, sqlite3_stmt *s, const char *key)
 {
-	sqlite3_stmt *s = c->st[t][S_DEL];
 	int rc;
 
 	sqlite3_reset(s);
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 	rc = sqlite3_step(s);
 	sqlite3_reset(s);
-	if (rc != SQLITE_DONE) {
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		cx_fail(c, t, rc);
-		return -1;
-	}
-	return sqlite3_changes(c->db);
+	return rc;
+}
+
+int cx_del_row(struct cache *c, int t, const char *key)
+{
+	int rc = step_key(c, t, c->st[t][S_DEL], key);
+
+	return rc == SQLITE_DONE ? sqlite3_changes(c->db) : -1;
 }
 
 int cx_has_row(struct cache *c, int t, const char *key)
 {
-	sqlite3_stmt *s = c->st[t][S_HAS];
-	int rc;
+	int rc = step_key(c, t, c->st[t][S_HAS], key);
 
-	sqlite3_reset(s);
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	sqlite3_reset(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		cx_fail(c, t, rc);
-		return -1;
-	}
-	return rc == SQLITE_ROW;
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* Record that credentials under key (token hash, user id, '*') changed. */
