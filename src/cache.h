@@ -186,7 +186,12 @@ int cache_apply_notifications(struct cache *c, struct pg *pg, char *const *paylo
 /* The listener's state, for every process on the host. lost_pg: it went
  * down because PostgreSQL did (the start of an outage, for auth_grace). */
 void cache_listener_state(struct cache *c, bool connected, bool lost_pg);
-void cache_heartbeat(struct cache *c);
+/* The syncer vouches that everything heard is applied; position (NULL:
+ * keep the last) is the PostgreSQL snapshot that covers it (changelog.h). */
+void cache_heartbeat(struct cache *c, const char *position);
+/* The last position recorded in this file: 1 (in buf), 0 when none or
+ * longer than size, -1 when the file is unusable. */
+int cache_position(struct cache *c, char *buf, size_t size);
 /* Moves on each time the handle opens the file anew (it was deleted,
  * replaced or rebuilt): a new file knows nothing of the listener. */
 unsigned cache_file_generation(const struct cache *c);

@@ -84,16 +84,59 @@ void cache_listener_state(struct cache *c, bool connected, bool lost_pg)
 	cx_exec(c, sql);
 }
 
-void cache_heartbeat(struct cache *c)
+void cache_heartbeat(struct cache *c, const char *position)
 {
+	sqlite3_stmt *s = NULL;
 	char sql[200];
+	int64_t now = text_now_ms();
+	int rc;
 
 	if (!cx_usable(c))
 		return;
-	snprintf(sql, sizeof sql, "UPDATE cache_state SET heartbeat = %lld WHERE id = 1; "
-	    "DELETE FROM cache_tombstones WHERE at < %lld", (long long)text_now_ms(),
-	    (long long)text_now_ms() - 600000);
+	/* position is PostgreSQL's text: bound, never spliced in. */
+	rc = sqlite3_prepare_v2(c->db, "UPDATE cache_state SET heartbeat = ?1, "
+	    "pg_position = coalesce(?2, pg_position) WHERE id = 1", -1, &s, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int64(s, 1, now);
+		if (position && position[0] != '\0')
+			sqlite3_bind_text(s, 2, position, -1, SQLITE_STATIC);
+		rc = sqlite3_step(s);
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		cx_fail(c, -1, rc);
+		return;
+	}
+	snprintf(sql, sizeof sql, "DELETE FROM cache_tombstones WHERE at < %lld", (long long)now - 600000);
 	cx_exec(c, sql);
+}
+
+int cache_position(struct cache *c, char *buf, size_t size)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, found = 0;
+
+	buf[0] = '\0';
+	if (!cx_usable(c))
+		return -1;
+	rc = sqlite3_prepare_v2(c->db, "SELECT pg_position FROM cache_state WHERE id = 1 AND pg_position IS NOT NULL",
+	    -1, &s, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const unsigned char *v = sqlite3_column_text(s, 0);
+		int n = sqlite3_column_bytes(s, 0);
+		if (v && n > 0 && (size_t)n < size) {
+			memcpy(buf, v, (size_t)n);
+			buf[n] = '\0';
+			found = 1;
+		}
+		rc = SQLITE_DONE;
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		cx_fail(c, -1, rc);
+		return -1;
+	}
+	return found;
 }
 
 /* Rows one batch of notifications may fetch from PostgreSQL: past this

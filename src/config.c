@@ -33,6 +33,7 @@ static const struct conf_key conf_keys[] = {
 	{ "cache", "strategy", T_STRATEGY, OFF(cache_strategy), "write-through", 0, 0 },
 	{ "cache", "auth_grace", T_LONG, OFF(cache_auth_grace), "60", 0, 86400 },
 	{ "cache", "max_rows", T_LONG, OFF(cache_max_rows), "500000", 100, 100000000 },
+	{ "cache", "change_log_keep", T_LONG, OFF(cache_change_log_keep), "600", 5, 604800 },
 	{ "pool", "listen", T_STR, OFF(pool_listen), "127.0.0.1:9000", 0, 0 },
 	{ "pool", "workers", T_LONG, OFF(pool_workers), "0", 1, 256 },
 	{ "pool", "max_requests", T_LONG, OFF(pool_max_requests), "0", 0, LONG_MAX },

@@ -21,6 +21,7 @@ struct conf {
 	enum conf_strategy cache_strategy;
 	long cache_auth_grace;        /* seconds */
 	long cache_max_rows;          /* rows kept per cached table */
+	long cache_change_log_keep;   /* seconds PostgreSQL's change log is kept, at least */
 	/* [pool] */
 	char *pool_listen;
 	long pool_workers;            /* 0 = not set: the number of CPUs */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "changelog.h"
 #include "log.h"
 #include "pg.h"
 
@@ -26,7 +27,10 @@
 #define SYNC_REMIND_MS 60000     /* repeat "not connected" this often */
 #define SYNC_CHECKPOINT_MS 2000
 #define SYNC_RETRY_MIN_MS 50     /* invalidations not applied: retry after this, */
-#define SYNC_RETRY_MAX_MS 2000   /* doubling up to this while they keep failing */  /* look at the WAL's size this often */
+#define SYNC_RETRY_MAX_MS 2000   /* doubling up to this while they keep failing */
+#define SYNC_RECOVER_MS 1000     /* a predecessor's trust is kept this long at most (a second) */
+#define SYNC_PRUNE_MS 60000      /* the change log is pruned this often (or keep/2)... */
+#define SYNC_PRUNE_MORE_MS 200   /* ...and a chunk at a time while there is more */
 
 static volatile sig_atomic_t stop;
 
@@ -70,6 +74,11 @@ struct ping {
 	long long sent_ms;
 	long long next_ms;
 	bool back;               /* the awaited one arrived */
+	/* PostgreSQL's snapshot as the awaited ping was sent, and that of the
+	 * last one back: whatever committed inside it was announced before
+	 * that ping, so once the ping is back and applied, so is all of it. */
+	char snap_out[CHANGELOG_POSITION_MAX + 1];
+	char position[CHANGELOG_POSITION_MAX + 1];
 };
 
 static void ping_init(struct ping *p)
@@ -86,12 +95,14 @@ static void ping_init(struct ping *p)
 	p->seq = p->out = 0;
 	p->sent_ms = p->next_ms = 0;
 	p->back = false;
+	p->snap_out[0] = p->position[0] = '\0';
 }
 
 /* Send the next ping (on the statement connection). Returns a pg_err. */
 static int ping_send(struct pg *pg, struct ping *p)
 {
-	static const struct pg_stmt st = { "syncer_ping", "SELECT pg_notify($1, $2)", 2, false };
+	static const struct pg_stmt st = { "syncer_ping", "SELECT pg_notify($1, $2), pg_current_snapshot()::text",
+	    2, false };
 	char seq[24];
 	const char *params[] = { p->channel, seq };
 	PGresult *r;
@@ -99,6 +110,9 @@ static int ping_send(struct pg *pg, struct ping *p)
 
 	snprintf(seq, sizeof seq, "%lu", ++p->seq);
 	r = pg_query(pg, &st, params, &err);
+	p->snap_out[0] = '\0';
+	if (r && PQntuples(r) == 1 && PQgetlength(r, 0, 1) <= CHANGELOG_POSITION_MAX)
+		memcpy(p->snap_out, PQgetvalue(r, 0, 1), (size_t)PQgetlength(r, 0, 1) + 1);
 	PQclear(r);
 	p->sent_ms = clock_mono_ms();
 	p->next_ms = p->sent_ms + SYNC_PING_MS;
@@ -133,6 +147,7 @@ static int drain(struct cache *c, struct pg *lpg, struct pg *pg, struct pending 
 				if (p->out != 0 && strtoul(n->extra, NULL, 10) == p->out) {
 					p->back = true;
 					p->out = 0;
+					memcpy(p->position, p->snap_out, sizeof p->position);
 				}
 				PQfreemem(n);
 				continue;
@@ -158,6 +173,112 @@ static int drain(struct cache *c, struct pg *lpg, struct pg *pg, struct pending 
 	}
 }
 
+/* The trust a predecessor left is kept no longer: past SYNC_RECOVER_MS,
+ * or before a long catch-up. */
+static void give_up_recovery(struct cache *c, long long *recover_by, const char *why)
+{
+	if (*recover_by == 0)
+		return;
+	log_warn("syncer: %s; the cache is not trusted until it has caught up", why);
+	cache_listener_state(c, false, false);
+	*recover_by = 0;
+}
+
+/* Just after a new LISTEN: apply what PostgreSQL's change log holds
+ * outside the position this cache file records. Whatever commits from now
+ * on is announced to the new LISTEN; whatever committed before is inside
+ * the position or in the log. 0: the cache is then as good as if the
+ * syncer had listened all along; -1: it cannot tell, re-check all. */
+static int replay(struct cache *c, struct pg *pg, long long *recover_by)
+{
+	char pos[CHANGELOG_POSITION_MAX + 1];
+	PGresult *r = NULL;
+	char **v = NULL;
+	int n, k = 0, rc = -1;
+	long long t0 = clock_mono_ms();
+
+	cache_recheck(c);
+	if (cache_position(c, pos, sizeof pos) != 1) {
+		log_info("syncer: the cache file records no position in the change log; re-checking the whole cache");
+		return -1;
+	}
+	if (*recover_by != 0) {
+		/* On a predecessor's word the read may take only what is left
+		 * of SYNC_RECOVER_MS; past that the word is given up and the
+		 * read tried again in its own time. */
+		long long left = *recover_by - clock_mono_ms();
+		long prev = pg_set_timeout(pg, left > 1 ? (long)left : 1);
+		n = changelog_since(pg, pos, &r);
+		pg_set_timeout(pg, prev);
+		if (n < 0)
+			give_up_recovery(c, recover_by, "not caught up within a second of starting");
+	} else {
+		n = -1;
+	}
+	if (n < 0)
+		n = changelog_since(pg, pos, &r);
+	if (n == CHANGELOG_GAP)
+		log_info("syncer: the change log does not cover the cache file's position (pruned, too many changes, "
+		    "or another timeline); re-checking the whole cache");
+	if (n != PG_OK)
+		return -1;
+	n = PQntuples(r);
+	if ((v = malloc(sizeof *v * (size_t)(n > 0 ? n : 1))) == NULL)
+		goto out;
+	for (int i = 0; i < n; i++)
+		if (!PQgetisnull(r, i, 2))
+			v[k++] = PQgetvalue(r, i, 2);
+	/* More than a batch takes a while: not on a predecessor's word. */
+	if (k > SYNC_BATCH)
+		give_up_recovery(c, recover_by, "many changes to catch up on");
+	for (int i = 0; i < k; i += SYNC_BATCH)
+		if (cache_apply_notifications(c, pg, v + i, k - i < SYNC_BATCH ? k - i : SYNC_BATCH) < 0)
+			goto out;
+	rc = 0;
+	log_info("syncer: applied %d changes made while no one listened, from the change log, in %lld ms",
+	    k, clock_mono_ms() - t0);
+out:
+	free(v);
+	PQclear(r);
+	return rc;
+}
+
+/* The change log is kept at least keep_ms: rows are pruned below a
+ * position once it is that old (a chunk at a time), then the next
+ * position is marked. Every host's syncer prunes; the shortest keep wins. */
+struct prune {
+	char mark[CHANGELOG_POSITION_MAX + 1];
+	long long mark_ms;
+	long long next_ms;
+	long long keep_ms;
+};
+
+static void prune_step(struct prune *pr, struct pg *pg, const char *position, long long now)
+{
+	long long every = pr->keep_ms / 2 < SYNC_PRUNE_MS ? pr->keep_ms / 2 : SYNC_PRUNE_MS;
+	long n;
+
+	if (position[0] == '\0' || now < pr->next_ms)
+		return;
+	if (pr->mark[0] == '\0' || now - pr->mark_ms < pr->keep_ms) {
+		if (pr->mark[0] == '\0') {
+			memcpy(pr->mark, position, strlen(position) + 1);
+			pr->mark_ms = now;
+		}
+		pr->next_ms = now + every;
+		return;
+	}
+	n = changelog_prune(pg, pr->mark);
+	if (n == CHANGELOG_PRUNE_CHUNK) {
+		pr->next_ms = now + SYNC_PRUNE_MORE_MS;
+		return;
+	}
+	if (n < 0)
+		log_warn("syncer: could not prune the change log: %s", pg_last_error(pg));
+	pr->mark[0] = '\0';
+	pr->next_ms = now + every;
+}
+
 /* LISTEN on the invalidation channel and the ping channel, in one round
  * trip. Returns a pg_err. */
 static int listen_all(struct pg *lpg, const struct ping *p)
@@ -180,10 +301,11 @@ int syncer_run(const struct conf *conf)
 	struct cache *c = NULL;
 	struct pg *pg = NULL, *lpg = NULL;
 	struct ping ping;
+	struct prune prune = { .mark = "", .keep_ms = conf->cache_change_log_keep * 1000LL };
 	unsigned listening_gen = 0, file_gen = 0, checked_gen = 0;
 	bool listening = false, connected = false, behind = false;
 	struct pending q = { .n = 0 };
-	long long last_heartbeat = 0, next_remind = 0, next_checkpoint = 0;
+	long long last_heartbeat = 0, next_remind = 0, next_checkpoint = 0, recover_by = 0;
 	int retry_ms = SYNC_RETRY_MIN_MS;
 	int rc = -1;
 
@@ -211,16 +333,25 @@ int syncer_run(const struct conf *conf)
 		goto out;
 	}
 	pg_set_listening(lpg, true);
-	cache_listener_state(c, false, false);
+	/* A predecessor that died (a crash, a kill) left the cache trusted:
+	 * keep it so while this one catches up from the change log, which
+	 * takes milliseconds, but not past SYNC_RECOVER_MS. */
+	if (cache_coherent(c))
+		recover_by = clock_mono_ms() + SYNC_RECOVER_MS;
+	else
+		cache_listener_state(c, false, false);
 	log_info("syncer: started");
 	while (!stop) {
 		struct pollfd pfd;
 		long long now;
 		int wait;
 
+		if (recover_by != 0 && clock_mono_ms() >= recover_by)
+			give_up_recovery(c, &recover_by, "not caught up within a second of starting");
+
 		/* A new connection has lost the LISTEN, and whatever was announced
-		 * while there was none: listen again; the first ping back marks
-		 * everything stale before the cache is trusted again. */
+		 * while there was none: listen again, catch up from the change
+		 * log, and vouch once the first ping is back. */
 		if (!pg_connected(lpg) || pg_generation(lpg) != listening_gen) {
 			if (connected) {
 				log_warn("syncer: lost the listening connection; the cache is not trusted until it is back");
@@ -232,8 +363,14 @@ int syncer_run(const struct conf *conf)
 				nap(250);
 				continue;
 			}
-			pending_clear(&q);   /* all re-checked when the first ping is back */
+			pending_clear(&q);
 			listening_gen = pg_generation(lpg);
+			/* What was announced while no one listened: from the change
+			 * log, or else all re-checked when the first ping is back. */
+			if (replay(c, pg, &recover_by) == 0) {
+				checked_gen = listening_gen;
+				file_gen = cache_file_generation(c);
+			}
 			listening = true;
 			ping.out = 0;
 			ping.next_ms = 0;
@@ -246,6 +383,8 @@ int syncer_run(const struct conf *conf)
 			wait = ping.next_ms > now ? (int)(ping.next_ms - now) : 0;
 		if (ping.out != 0 && ping.sent_ms + SYNC_PING_LOST_MS - now < wait)
 			wait = ping.sent_ms + SYNC_PING_LOST_MS > now ? (int)(ping.sent_ms + SYNC_PING_LOST_MS - now) : 0;
+		if (recover_by != 0 && recover_by - now < wait)
+			wait = recover_by > now ? (int)(recover_by - now) : 0;
 		pfd.fd = PQsocket(pg_conn(lpg));
 		pfd.events = POLLIN;
 		pfd.revents = 0;
@@ -271,9 +410,10 @@ int syncer_run(const struct conf *conf)
 		if (ping.back && !behind) {
 			ping.back = false;
 			if (!connected) {
-				/* Whatever was announced before this LISTEN is unknown:
-				 * re-check everything once per listening connection, then
-				 * vouch. A ping that was merely late on the same
+				/* Whatever was announced before this LISTEN and is not
+				 * in the change log is unknown: re-check everything once
+				 * per listening connection (unless replay() caught up),
+				 * then vouch. A ping that was merely late on the same
 				 * connection lost nothing: what came before it has
 				 * arrived and is applied, in commit order. */
 				if ((checked_gen == listening_gen && cache_file_generation(c) == file_gen) ||
@@ -281,7 +421,9 @@ int syncer_run(const struct conf *conf)
 					checked_gen = listening_gen;
 					file_gen = cache_file_generation(c);
 					cache_listener_state(c, true, false);
+					cache_heartbeat(c, ping.position);
 					connected = true;
+					recover_by = 0;
 					last_heartbeat = now;
 					log_info("syncer: notifications arrive; the cache is trusted");
 				}
@@ -297,7 +439,7 @@ int syncer_run(const struct conf *conf)
 				}
 			} else if (now - last_heartbeat >= SYNC_HEARTBEAT_MS) {
 				/* The heartbeat vouches that everything heard is applied. */
-				cache_heartbeat(c);
+				cache_heartbeat(c, ping.position);
 				last_heartbeat = now;
 			}
 			/* Snapshots readers asked for, right after a heartbeat: a
@@ -305,6 +447,8 @@ int syncer_run(const struct conf *conf)
 			 * wait in the socket. */
 			if (connected && now - last_heartbeat < SYNC_HEARTBEAT_MS / 2 && cache_refresh_snapshots(c, pg) > 0)
 				now = clock_mono_ms();
+			if (connected)
+				prune_step(&prune, pg, ping.position, now);
 		} else if (behind && now >= next_remind) {
 			log_warn("syncer: %d invalidations not applied yet; retrying", q.n);
 			next_remind = now + 1000;

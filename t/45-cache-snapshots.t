@@ -2,7 +2,9 @@
 # Snapshots without a stampede (issue 12). With [cache] max_age = 8:
 # - a list read again and again across several max_ages is a HIT every
 #   time: the syncer takes the snapshot again ahead of its expiry;
-# - when the snapshot is gone (the syncer restarted), many concurrent
+# - a syncer restart keeps the snapshot (the change log covers it);
+# - when the snapshot is gone (the syncer restarted and the change log
+#   could not cover what it missed), many concurrent
 #   readers make one snapshot read of PostgreSQL, not one each; a large
 #   table (20 000 deployments, over 4 MiB) is left to the syncer: the
 #   readers answer from PostgreSQL meanwhile and never read the whole table;
@@ -104,11 +106,26 @@ is(join(' ', map { "$_=$how{$_}" } sort keys %how), "HIT=$how{HIT}",
 ok(snapshot_reads('deployment_history') >= 2, 'the syncer took it again ('
     . snapshot_reads('deployment_history') . ' snapshot reads in all)');
 
-# The syncer restarts: every snapshot is stale until it is taken again.
-# Concurrent readers answer from PostgreSQL, none reads the whole table.
+# The syncer restarts and catches up from the change log: the snapshot
+# stays trusted, and concurrent readers keep getting HITs.
 my $old = syncer_pid();
 ok($old, 'the syncer runs');
+my $log0 = length $POOL->log_text;
+kill 'KILL', $old;
+@seen = concurrent_lists(6, 5);
+is(scalar(grep { !/^200:HIT$/ } @seen), 0, '30 concurrent list reads during a restart: all HITs') or diag "@seen";
+ok(defined within(10, sub { my $p = syncer_pid();
+	$p && $p != $old && substr($POOL->log_text, $log0) =~ /applied \d+ changes made while no one listened/ }),
+    'the new syncer caught up from the change log');
+
+# A restart the change log cannot cover (pruned past the cache file's
+# position, as after a long absence): every snapshot is stale until it is
+# taken again. Concurrent readers answer from PostgreSQL, none reads the
+# whole table.
+$old = syncer_pid();
+ok($old, 'the syncer runs');
 sql('SELECT pg_stat_statements_reset()');
+sql('UPDATE bloqr_cache_log_horizon SET pruned_below = pg_current_xact_id()');
 kill 'KILL', $old;
 ok(defined within(10, sub { my $p = syncer_pid(); $p && $p != $old && x_cache(list()) ne 'HIT' }),
     'a new syncer; the snapshot is not trusted meanwhile');

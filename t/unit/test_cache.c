@@ -30,6 +30,7 @@
 
 #include "buf.h"
 #include "cache.h"
+#include "changelog.h"
 #include "text.h"
 #include "deployments.h"
 #include "log.h"
@@ -143,7 +144,7 @@ static void remove_files(const char *path)
 static void coherent_on(struct cache *c)
 {
 	cache_listener_state(c, true, false);
-	cache_heartbeat(c);
+	cache_heartbeat(c, NULL);
 }
 
 static void coherent_off(struct cache *c)
@@ -760,7 +761,7 @@ static void test_stale(void)
 	ok(get(c, g_pg, CACHE_STORAGE, "k1", &body, &how) == 0 && how == CACHE_MISS,
 	    "heartbeat a minute old: MISS (%s)", g_last);
 	free(body);
-	cache_heartbeat(c);
+	cache_heartbeat(c, NULL);
 	usleep(300000);
 	ok(cache_coherent(c), "a fresh heartbeat: coherent again");
 	cache_listener_state(c, false, true);
@@ -1474,6 +1475,123 @@ static void test_pg_each(const char *url)
 	is_int(e.rows, 200000, "pg_each: and sees every row");
 }
 
+/* pg_current_snapshot() now, as the syncer's ping takes it (caller frees). */
+static char *snapshot_now(void)
+{
+	PGresult *r;
+	int err;
+	char *s;
+
+	r = pg_exec(g_pg, "SELECT pg_current_snapshot()::text", &err);
+	if (r == NULL)
+		bail("snapshot", pg_last_error(g_pg));
+	s = strdup(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (s == NULL)
+		bail("snapshot", "out of memory");
+	return s;
+}
+
+/* changelog_since: 1 when payload is among what it returned, 0 when
+ * not; -1 for CHANGELOG_GAP, -2 for an error. n gets the payloads. */
+static int since_has(const char *pos, const char *payload, int *n)
+{
+	PGresult *r = NULL;
+	int rc = changelog_since(g_pg, pos, &r), found = 0;
+
+	*n = 0;
+	if (rc == CHANGELOG_GAP)
+		return r == NULL ? -1 : -2;
+	if (rc != PG_OK)
+		return -2;
+	for (int i = 0; i < PQntuples(r); i++) {
+		if (PQgetisnull(r, i, 2))
+			continue;
+		(*n)++;
+		if (strcmp(PQgetvalue(r, i, 2), payload) == 0)
+			found = 1;
+	}
+	PQclear(r);
+	return found;
+}
+
+/* The position a cache file keeps, and PostgreSQL's change log read from
+ * a position: what committed outside it, in commit order's terms (a
+ * transaction that began before the position and committed after it is
+ * outside it), and the cases where the log cannot tell. */
+static void test_changelog(const char *url)
+{
+	const char *path = new_path("position");
+	struct cache *c = cache_open(path, 300, true);
+	char buf[CHANGELOG_POSITION_MAX + 1], small[8];
+	struct pg *other = pg_new(url, 10000, "test_cache-other");
+	char *p0, *p1, *p2;
+	PGresult *r;
+	int err, n;
+
+	/* The position in the cache file. */
+	is_int(cache_position(c, buf, sizeof buf), 0, "a new file records no position");
+	cache_heartbeat(c, "100:105:101,103");
+	is_int(cache_position(c, buf, sizeof buf), 1, "a heartbeat records its position");
+	is_str(buf, "100:105:101,103", "as given");
+	cache_heartbeat(c, NULL);
+	cache_heartbeat(c, "");
+	cache_position(c, buf, sizeof buf);
+	is_str(buf, "100:105:101,103", "a heartbeat without one keeps the last");
+	is_int(cache_position(c, small, sizeof small), 0, "one longer than the caller's buffer reads as none");
+	cache_close(c);
+
+	/* What committed outside a position. */
+	p0 = snapshot_now();
+	sql("INSERT INTO storage_entries (key, data) VALUES ('log-a', '1')");
+	is_int(since_has(p0, "storage_entries:log-a", &n), 1, "a change after the position is outside it");
+	is_int(n, 1, "and only that one");
+	p1 = snapshot_now();
+	is_int(since_has(p1, "storage_entries:log-a", &n), 0, "inside a later position it is not");
+	is_int(n, 0, "nothing is outside the latest position");
+
+	/* A transaction that began before the position and commits after it:
+	 * its xid is below the position's xmax, which a sequence would get
+	 * wrong. */
+	if (other == NULL || pg_connect(other) != PG_OK)
+		bail("second connection", other ? pg_last_error(other) : "out of memory");
+	r = pg_exec(other, "BEGIN; UPDATE storage_entries SET data = '2' WHERE key = 'log-a'", &err);
+	if (!ok(r != NULL, "a writer begins and changes a row"))
+		diag_text(pg_last_error(other));
+	PQclear(r);
+	p2 = snapshot_now();
+	sql("UPDATE storage_entries SET data = '3' WHERE key = 'k2'");
+	r = pg_exec(other, "COMMIT", &err);
+	PQclear(r);
+	is_int(since_has(p2, "storage_entries:log-a", &n), 1,
+	    "a transaction in progress at the position, committed after it, is outside it");
+	is_int(since_has(p2, "storage_entries:k2", &n), 1, "as is one that began after it");
+	is_int(n, 2, "each payload once");
+	is_int(since_has(p1, "storage_entries:log-a", &n), 1, "an earlier position holds both changes to log-a...");
+	is_int(n, 2, "...as one payload, beside k2's");
+
+	/* Where the log cannot tell. */
+	is_int(since_has("", "x", &n), -1, "no position: a gap");
+	is_int(since_has("not a snapshot", "x", &n), -1, "a malformed position: a gap, not an error");
+	is_int(since_has("999999999:999999999:", "x", &n), -1, "a position ahead of the server (a restored backup): a gap");
+
+	/* Pruning: rows below the position's xmin, with the horizon. */
+	free(p1);
+	p1 = snapshot_now();
+	ok(changelog_prune(g_pg, p1) >= 3, "pruning below a position deletes the rows before it");
+	is_int(sql_long("SELECT count(*) FROM bloqr_cache_log WHERE payload LIKE 'storage_entries:log-a'"), 0,
+	    "they are gone");
+	is_int(since_has(p0, "storage_entries:log-a", &n), -1, "a position older than the horizon: a gap");
+	is_int(since_has(p1, "storage_entries:log-a", &n), 0, "the pruning position itself is still covered");
+	is_int(changelog_prune(g_pg, p0), 0, "pruning below an older position deletes nothing");
+	is_int(since_has(p1, "x", &n), 0, "and does not move the horizon back");
+
+	free(p0);
+	free(p1);
+	free(p2);
+	pg_free(other);
+}
+
 int main(void)
 {
 	const char *url = getenv("BLOQR_TEST_PG_URL");
@@ -1513,6 +1631,7 @@ int main(void)
 	test_rebuild_verify();
 	test_written_deleted();
 	test_pg_each(url);
+	test_changelog(url);
 
 	for (int i = 0; i < g_npaths; i++)
 		remove_files(g_paths[i]);

@@ -1,0 +1,90 @@
+#include "changelog.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* One statement, one snapshot: the horizon is read in the same snapshot
+ * as the rows, and pruning moves it in the same transaction as it deletes,
+ * so a horizon that says "complete" is. A position whose xmax lies ahead
+ * of the server's is from another timeline (a restored backup): no. One
+ * row carries (ok, count) with payload NULL; the others a payload (never
+ * NULL in the table). */
+static const struct pg_stmt st_since = {
+	"changelog_since",
+	"WITH h AS (SELECT pruned_below <= pg_snapshot_xmin($1::pg_snapshot) "
+	"    AND pg_snapshot_xmax($1::pg_snapshot) <= pg_snapshot_xmax(pg_current_snapshot()) AS ok "
+	"  FROM bloqr_cache_log_horizon), "
+	"c AS (SELECT payload FROM bloqr_cache_log "
+	"  WHERE coalesce((SELECT ok FROM h), false) "
+	"    AND xid >= pg_snapshot_xmin($1::pg_snapshot) "
+	"    AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot) "
+	"  LIMIT 100001) "
+	"SELECT coalesce((SELECT ok FROM h), false), (SELECT count(*) FROM c), NULL::text "
+	"UNION ALL SELECT NULL, NULL, payload FROM (SELECT DISTINCT payload FROM c) d",
+	1, true,
+};
+
+_Static_assert(CHANGELOG_REPLAY_MAX == 100000, "st_since's LIMIT is CHANGELOG_REPLAY_MAX + 1");
+
+static const struct pg_stmt st_prune = {
+	"changelog_prune",
+	"WITH h AS (UPDATE bloqr_cache_log_horizon SET pruned_below = pg_snapshot_xmin($1::pg_snapshot) "
+	"  WHERE pruned_below < pg_snapshot_xmin($1::pg_snapshot)), "
+	"d AS (DELETE FROM bloqr_cache_log WHERE ctid = ANY (ARRAY("
+	"  SELECT ctid FROM bloqr_cache_log WHERE xid < pg_snapshot_xmin($1::pg_snapshot) LIMIT $2)) RETURNING 1) "
+	"SELECT count(*) FROM d",
+	2, false,
+};
+
+int changelog_since(struct pg *pg, const char *position, PGresult **out)
+{
+	const char *params[] = { position };
+	PGresult *r;
+	int err, n, head = -1;
+
+	*out = NULL;
+	if (position == NULL || position[0] == '\0' || strlen(position) > CHANGELOG_POSITION_MAX)
+		return CHANGELOG_GAP;
+	r = pg_query(pg, &st_since, params, &err);
+	if (r == NULL) {
+		/* No log (a database not migrated yet) or a malformed position:
+		 * the log cannot tell, re-check all. */
+		if (err == PG_EBUG || err == PG_EINPUT) {
+			log_warn("syncer: cannot read the change log (%s); re-checking the whole cache", pg_last_error(pg));
+			return CHANGELOG_GAP;
+		}
+		return err;
+	}
+	n = PQntuples(r);
+	for (int i = 0; i < n; i++)
+		if (PQgetisnull(r, i, 2)) {
+			head = i;
+			break;
+		}
+	if (head < 0 || strcmp(PQgetvalue(r, head, 0), "t") != 0 ||
+	    atol(PQgetvalue(r, head, 1)) > CHANGELOG_REPLAY_MAX) {
+		PQclear(r);
+		return CHANGELOG_GAP;
+	}
+	*out = r;
+	return PG_OK;
+}
+
+long changelog_prune(struct pg *pg, const char *position)
+{
+	char chunk[16];
+	const char *params[] = { position, chunk };
+	PGresult *r;
+	long n;
+	int err;
+
+	snprintf(chunk, sizeof chunk, "%d", CHANGELOG_PRUNE_CHUNK);
+	r = pg_query(pg, &st_prune, params, &err);
+	if (r == NULL)
+		return -1;
+	n = atol(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return n;
+}
