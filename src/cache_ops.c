@@ -11,6 +11,11 @@ int cache_rebuild(struct cache *c, struct pg *pg, long rows[CACHE_NTABLES])
 
 	if (!cx_usable(c))
 		return BLOQR_ECACHE;
+	/* Starting over: the position in the change log may belong to another
+	 * history of the database (one restored from a backup). The syncer
+	 * writes its own again with its next heartbeat. */
+	if (cx_exec(c, "UPDATE cache_state SET pg_position = NULL WHERE id = 1") < 0)
+		return BLOQR_ECACHE;
 	for (int t = 0; t < CACHE_NTABLES; t++) {
 		rows[t] = 0;
 		if (cache_defs[t] && cache_defs[t]->all) {

@@ -1539,6 +1539,11 @@ static void test_changelog(const char *url)
 	cache_position(c, buf, sizeof buf);
 	is_str(buf, "100:105:101,103", "a heartbeat without one keeps the last");
 	is_int(cache_position(c, small, sizeof small), 0, "one longer than the caller's buffer reads as none");
+	{
+		long rows[CACHE_NTABLES];
+		is_int(cache_rebuild(c, g_pg, rows), BLOQR_OK, "a rebuild");
+		is_int(cache_position(c, buf, sizeof buf), 0, "forgets the position (it may be of another history)");
+	}
 	cache_close(c);
 
 	/* What committed outside a position. */
