@@ -174,7 +174,7 @@ static int drain(struct cache *c, struct pg *lpg, struct pg *pg, struct pending 
 }
 
 /* The trust a predecessor left is kept no longer: past SYNC_RECOVER_MS,
- * or before a long catch-up. */
+ * before a long catch-up, or when the whole cache is to be re-checked. */
 static void give_up_recovery(struct cache *c, long long *recover_by, const char *why)
 {
 	if (*recover_by == 0)
@@ -199,6 +199,7 @@ static int replay(struct cache *c, struct pg *pg, long long *recover_by)
 
 	cache_recheck(c);
 	if (cache_position(c, pos, sizeof pos) != 1) {
+		give_up_recovery(c, recover_by, "the cache file records no position in the change log");
 		log_info("syncer: the cache file records no position in the change log; re-checking the whole cache");
 		return -1;
 	}
@@ -217,6 +218,8 @@ static int replay(struct cache *c, struct pg *pg, long long *recover_by)
 	}
 	if (n < 0)
 		n = changelog_since(pg, pos, &r);
+	if (n != PG_OK)
+		give_up_recovery(c, recover_by, "the change log cannot tell what was missed");
 	if (n == CHANGELOG_GAP)
 		log_info("syncer: the change log does not cover the cache file's position (pruned, too many changes, "
 		    "or another timeline); re-checking the whole cache");
