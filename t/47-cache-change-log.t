@@ -9,6 +9,7 @@
 # - The log cannot tell (pruned past the file's position, more missed
 #   changes than it replays): the next syncer re-checks everything.
 # - Syncers prune the log ([cache] change_log_keep) and move its horizon.
+# - TRUNCATE is announced and logged too (migration 0007).
 # PostgreSQL, the pool (2 workers and the syncer), nginx.
 use strict;
 use warnings;
@@ -37,7 +38,8 @@ sub syncer_pid {
 sub value { my ($g) = @_; ref $g->{json} eq 'HASH' ? $g->{json}{entry}{data}{v} // '' : '' }
 
 # Stop the syncer, run $change in PostgreSQL (no one listens), kill it.
-# Returns when a new syncer has caught up (its log says how) and listens.
+# Returns when a new syncer has caught up (its log says how) and vouches
+# for the cache (its log says so).
 # (The cache stays trusted meanwhile, for at most a second: the new
 # syncer keeps its predecessor's word while it catches up.)
 sub restart_missing {
@@ -50,8 +52,9 @@ sub restart_missing {
 	return within(10, sub {
 		my $p = syncer_pid();
 		return 0 unless $p && $p != $old;
-		return 0 unless substr($S->{pool}->log_text, $log0) =~ /applied \d+ changes|re-checking the whole cache/;
-		return listener_connected();
+		my $log = substr($S->{pool}->log_text, $log0);
+		return $log =~ /applied \d+ changes|re-checking the whole cache/
+		    && $log =~ /notifications arrive; the cache is trusted/;
 	});
 }
 
@@ -190,6 +193,18 @@ subtest 'syncers prune the log after change_log_keep' => sub {
 	like($log, qr/applied \d+ changes made while no one listened/,
 	    'and replays from its own position, which the pruning did not pass') or diag $log;
 	unlike($log, qr/re-checking the whole cache/, 'no re-check');
+};
+
+subtest 'a TRUNCATE from outside is announced (migration 0007), and logged' => sub {
+	put_hot('trunc', 0);
+	$S->{pg}->psql(q{TRUNCATE storage_entries});
+	ok(poll(2.5, sub { req(GET => '/api/storage/trunc')->{status} == 404 }),
+	    'every cached entry of a truncated table is gone within 2 s');
+	# The credentials: the admin's token, cached; the tokens truncated
+	# while no one listens.
+	ok(poll(5, sub { req(GET => '/api/admin/cache/status')->{status} == 200 }), 'the admin token works (cached)');
+	ok(restart_missing(sub { $S->{pg}->psql(q{TRUNCATE api_tokens}) }), 'a new syncer caught up');
+	is(req(GET => '/api/admin/cache/status')->{status}, 401, 'a token truncated meanwhile is refused');
 };
 
 done_testing();
