@@ -12,17 +12,13 @@ BEGIN
 	RETURN NULL;
 END $$;
 
-CREATE TRIGGER deployment_history_cache_truncate
-	AFTER TRUNCATE ON deployment_history FOR EACH STATEMENT EXECUTE FUNCTION bloqr_cache_truncated();
-CREATE TRIGGER storage_entries_cache_truncate
-	AFTER TRUNCATE ON storage_entries FOR EACH STATEMENT EXECUTE FUNCTION bloqr_cache_truncated();
-CREATE TRIGGER filter_cache_cache_truncate
-	AFTER TRUNCATE ON filter_cache FOR EACH STATEMENT EXECUTE FUNCTION bloqr_cache_truncated();
-CREATE TRIGGER compilation_metadata_cache_truncate
-	AFTER TRUNCATE ON compilation_metadata FOR EACH STATEMENT EXECUTE FUNCTION bloqr_cache_truncated();
-CREATE TRIGGER users_cache_truncate
-	AFTER TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION bloqr_cache_truncated();
-CREATE TRIGGER sessions_cache_truncate
-	AFTER TRUNCATE ON sessions FOR EACH STATEMENT EXECUTE FUNCTION bloqr_cache_truncated();
-CREATE TRIGGER api_tokens_cache_truncate
-	AFTER TRUNCATE ON api_tokens FOR EACH STATEMENT EXECUTE FUNCTION bloqr_cache_truncated();
+DO $$
+DECLARE
+	t text;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['deployment_history', 'storage_entries', 'filter_cache', 'compilation_metadata',
+	    'users', 'sessions', 'api_tokens'] LOOP
+		EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %I FOR EACH STATEMENT '
+		    'EXECUTE FUNCTION bloqr_cache_truncated()', t || '_cache_truncate', t);
+	END LOOP;
+END $$;
