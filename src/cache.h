@@ -186,8 +186,9 @@ int cache_apply_notifications(struct cache *c, struct pg *pg, char *const *paylo
 /* The listener's state, for every process on the host. lost_pg: it went
  * down because PostgreSQL did (the start of an outage, for auth_grace). */
 void cache_listener_state(struct cache *c, bool connected, bool lost_pg);
-/* The syncer vouches that everything heard is applied; position (NULL:
- * keep the last) is the PostgreSQL snapshot that covers it (changelog.h). */
+/* The syncer vouches that everything heard is applied; position is where
+ * that leaves it in PostgreSQL's change log (changelog.h): NULL keeps the
+ * last one recorded, "" records none. */
 void cache_heartbeat(struct cache *c, const char *position);
 /* The last position recorded in this file: 1 (in buf), 0 when none or
  * longer than size, -1 when the file is unusable. */

@@ -95,11 +95,12 @@ void cache_heartbeat(struct cache *c, const char *position)
 		return;
 	/* position is PostgreSQL's text: bound, never spliced in. */
 	rc = sqlite3_prepare_v2(c->db, "UPDATE cache_state SET heartbeat = ?1, "
-	    "pg_position = coalesce(?2, pg_position) WHERE id = 1", -1, &s, NULL);
+	    "pg_position = CASE WHEN ?3 THEN ?2 ELSE pg_position END WHERE id = 1", -1, &s, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_int64(s, 1, now);
 		if (position && position[0] != '\0')
 			sqlite3_bind_text(s, 2, position, -1, SQLITE_STATIC);
+		sqlite3_bind_int(s, 3, position != NULL);
 		rc = sqlite3_step(s);
 	}
 	sqlite3_finalize(s);

@@ -1,5 +1,6 @@
 #include "changelog.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,13 +8,14 @@
 
 /* One statement, one snapshot: the horizon is read in the same snapshot
  * as the rows, and pruning moves it in the same transaction as it deletes,
- * so a horizon that says "complete" is. A position whose xmax lies ahead
- * of the server's is from another timeline (a restored backup): no. One
+ * so a horizon that says "complete" is. A position of another database,
+ * or whose xmax lies ahead of the server's (another timeline: a restored
+ * backup), is not covered. One
  * row carries (ok, count) with payload NULL; the others a payload (never
  * NULL in the table). */
 static const struct pg_stmt st_since = {
 	"changelog_since",
-	"WITH h AS (SELECT pruned_below <= pg_snapshot_xmin($1::pg_snapshot) "
+	"WITH h AS (SELECT database_id::text = $2 AND pruned_below <= pg_snapshot_xmin($1::pg_snapshot) "
 	"    AND pg_snapshot_xmax($1::pg_snapshot) <= pg_snapshot_xmax(pg_current_snapshot()) AS ok "
 	"  FROM bloqr_cache_log_horizon), "
 	"c AS (SELECT payload FROM bloqr_cache_log "
@@ -23,7 +25,11 @@ static const struct pg_stmt st_since = {
 	"  LIMIT 100001) "
 	"SELECT coalesce((SELECT ok FROM h), false), (SELECT count(*) FROM c), NULL::text "
 	"UNION ALL SELECT NULL, NULL, payload FROM (SELECT DISTINCT payload FROM c) d",
-	1, true,
+	2, true,
+};
+
+static const struct pg_stmt st_identity = {
+	"changelog_identity", "SELECT database_id::text FROM bloqr_cache_log_horizon", 0, true,
 };
 
 _Static_assert(CHANGELOG_REPLAY_MAX == 100000, "st_since's LIMIT is CHANGELOG_REPLAY_MAX + 1");
@@ -38,15 +44,51 @@ static const struct pg_stmt st_prune = {
 	2, false,
 };
 
+int changelog_identity(struct pg *pg, char *id, size_t size)
+{
+	PGresult *r;
+	int err;
+
+	id[0] = '\0';
+	r = pg_query(pg, &st_identity, NULL, &err);
+	if (r == NULL)
+		return err == PG_EBUG ? CHANGELOG_GAP : err;   /* no such table: not migrated */
+	if (PQntuples(r) == 1 && (size_t)PQgetlength(r, 0, 0) < size && PQgetlength(r, 0, 0) <= CHANGELOG_ID_MAX)
+		memcpy(id, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0) + 1);
+	PQclear(r);
+	return id[0] ? PG_OK : CHANGELOG_GAP;
+}
+
+int changelog_position(char *buf, size_t size, const char *id, const char *snapshot)
+{
+	int n;
+
+	buf[0] = '\0';
+	if (id[0] == '\0' || snapshot[0] == '\0')
+		return -1;
+	n = snprintf(buf, size, "%s %s", id, snapshot);
+	if (n < 0 || (size_t)n >= size) {
+		buf[0] = '\0';
+		return -1;
+	}
+	return 0;
+}
+
 int changelog_since(struct pg *pg, const char *position, PGresult **out)
 {
-	const char *params[] = { position };
+	char id[CHANGELOG_ID_MAX + 1];
+	const char *space, *params[2];
 	PGresult *r;
 	int err, n, head = -1;
 
 	*out = NULL;
-	if (position == NULL || position[0] == '\0' || strlen(position) > CHANGELOG_POSITION_MAX)
+	if (position == NULL || strlen(position) > CHANGELOG_POSITION_MAX ||
+	    (space = strchr(position, ' ')) == NULL || (size_t)(space - position) > CHANGELOG_ID_MAX)
 		return CHANGELOG_GAP;
+	memcpy(id, position, (size_t)(space - position));
+	id[space - position] = '\0';
+	params[0] = space + 1;
+	params[1] = id;
 	r = pg_query(pg, &st_since, params, &err);
 	if (r == NULL) {
 		/* No log (a database not migrated yet) or a malformed position:
@@ -72,10 +114,10 @@ int changelog_since(struct pg *pg, const char *position, PGresult **out)
 	return PG_OK;
 }
 
-long changelog_prune(struct pg *pg, const char *position)
+long changelog_prune(struct pg *pg, const char *snapshot)
 {
 	char chunk[16];
-	const char *params[] = { position, chunk };
+	const char *params[] = { snapshot, chunk };
 	PGresult *r;
 	long n;
 	int err;

@@ -383,6 +383,7 @@ static void reload(struct master *m)
 	struct conf fresh;
 	char err[512];
 	long want;
+	bool same_cache;
 
 	pool_notify("RELOADING=1");
 	if (conf_load(&fresh, m->p->conf.path, err, sizeof err) < 0) {
@@ -392,6 +393,9 @@ static void reload(struct master *m)
 	}
 	if (strcmp(fresh.pool_listen, m->p->conf.pool_listen) != 0 && m->p->listen == NULL)
 		log_warn("pool: [pool] listen changed; the socket stays as it is until a restart");
+	same_cache = strcmp(fresh.cache_path, m->p->conf.cache_path) == 0 &&
+	    strcmp(fresh.db_url, m->p->conf.db_url) == 0 &&
+	    strcmp(conf_listen_url(&fresh), conf_listen_url(&m->p->conf)) == 0;
 	conf_free(&m->p->conf);
 	m->p->conf = fresh;
 	want = desired_workers(m->p);
@@ -405,9 +409,11 @@ static void reload(struct master *m)
 			kill(m->slots[i].pid, SIGTERM);
 	m->nslots = (int)want;
 	m->replace_next = 0;
-	/* The syncer simply restarts with the new configuration. */
+	/* The syncer restarts with the new configuration. For the same cache
+	 * file and database it hands over (SIGUSR1): the cache stays trusted
+	 * while the next one catches up from the change log. */
 	if (m->syncer.pid > 0)
-		kill(m->syncer.pid, SIGTERM);
+		kill(m->syncer.pid, same_cache ? SIGUSR1 : SIGTERM);
 	log_info("pool: configuration reloaded; replacing %d workers one by one", m->nslots);
 }
 

@@ -32,11 +32,11 @@
 #define SYNC_PRUNE_MS 60000      /* the change log is pruned this often (or keep/2)... */
 #define SYNC_PRUNE_MORE_MS 200   /* ...and a chunk at a time while there is more */
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, handover;
 
 static void on_stop(int sig)
 {
-	(void)sig;
+	handover = sig == SIGUSR1;
 	stop = 1;
 }
 
@@ -78,7 +78,7 @@ struct ping {
 	 * last one back: whatever committed inside it was announced before
 	 * that ping, so once the ping is back and applied, so is all of it. */
 	char snap_out[CHANGELOG_POSITION_MAX + 1];
-	char position[CHANGELOG_POSITION_MAX + 1];
+	char snapshot[CHANGELOG_POSITION_MAX + 1];
 };
 
 static void ping_init(struct ping *p)
@@ -95,7 +95,7 @@ static void ping_init(struct ping *p)
 	p->seq = p->out = 0;
 	p->sent_ms = p->next_ms = 0;
 	p->back = false;
-	p->snap_out[0] = p->position[0] = '\0';
+	p->snap_out[0] = p->snapshot[0] = '\0';
 }
 
 /* Send the next ping (on the statement connection). Returns a pg_err. */
@@ -147,7 +147,7 @@ static int drain(struct cache *c, struct pg *lpg, struct pg *pg, struct pending 
 				if (p->out != 0 && strtoul(n->extra, NULL, 10) == p->out) {
 					p->back = true;
 					p->out = 0;
-					memcpy(p->position, p->snap_out, sizeof p->position);
+					memcpy(p->snapshot, p->snap_out, sizeof p->snapshot);
 				}
 				PQfreemem(n);
 				continue;
@@ -184,12 +184,28 @@ static void give_up_recovery(struct cache *c, long long *recover_by, const char 
 	*recover_by = 0;
 }
 
-/* Just after a new LISTEN: apply what PostgreSQL's change log holds
- * outside the position this cache file records. Whatever commits from now
+/* The database's identity into dbid ("" when there is none: no position
+ * is recorded then), and what the change log holds outside pos (""
+ * when the cache file records none: CHANGELOG_GAP). changelog_since's
+ * return. */
+static int read_log(struct pg *pg, const char *pos, char dbid[CHANGELOG_ID_MAX + 1], PGresult **r)
+{
+	int rc = changelog_identity(pg, dbid, CHANGELOG_ID_MAX + 1);
+
+	if (rc != PG_OK)
+		dbid[0] = '\0';
+	if (rc < 0)
+		return rc;
+	return pos[0] == '\0' ? CHANGELOG_GAP : changelog_since(pg, pos, r);
+}
+
+/* Just after a new LISTEN: learn the database's identity (dbid), and
+ * apply what PostgreSQL's change log holds outside the position this
+ * cache file records. Whatever commits from now
  * on is announced to the new LISTEN; whatever committed before is inside
  * the position or in the log. 0: the cache is then as good as if the
  * syncer had listened all along; -1: it cannot tell, re-check all. */
-static int replay(struct cache *c, struct pg *pg, long long *recover_by)
+static int replay(struct cache *c, struct pg *pg, char dbid[CHANGELOG_ID_MAX + 1], long long *recover_by)
 {
 	char pos[CHANGELOG_POSITION_MAX + 1];
 	PGresult *r = NULL;
@@ -198,18 +214,15 @@ static int replay(struct cache *c, struct pg *pg, long long *recover_by)
 	long long t0 = clock_mono_ms();
 
 	cache_recheck(c);
-	if (cache_position(c, pos, sizeof pos) != 1) {
-		give_up_recovery(c, recover_by, "the cache file records no position in the change log");
-		log_info("syncer: the cache file records no position in the change log; re-checking the whole cache");
-		return -1;
-	}
+	if (cache_position(c, pos, sizeof pos) != 1)
+		pos[0] = '\0';
 	if (*recover_by != 0) {
-		/* On a predecessor's word the read may take only what is left
-		 * of SYNC_RECOVER_MS; past that the word is given up and the
-		 * read tried again in its own time. */
+		/* On a predecessor's word the reads may take only what is left
+		 * of SYNC_RECOVER_MS; past that the word is given up and they
+		 * are tried again in their own time. */
 		long long left = *recover_by - clock_mono_ms();
 		long prev = pg_set_timeout(pg, left > 1 ? (long)left : 1);
-		n = changelog_since(pg, pos, &r);
+		n = read_log(pg, pos, dbid, &r);
 		pg_set_timeout(pg, prev);
 		if (n < 0)
 			give_up_recovery(c, recover_by, "not caught up within a second of starting");
@@ -217,12 +230,14 @@ static int replay(struct cache *c, struct pg *pg, long long *recover_by)
 		n = -1;
 	}
 	if (n < 0)
-		n = changelog_since(pg, pos, &r);
+		n = read_log(pg, pos, dbid, &r);
 	if (n != PG_OK)
 		give_up_recovery(c, recover_by, "the change log cannot tell what was missed");
-	if (n == CHANGELOG_GAP)
+	if (n == CHANGELOG_GAP && pos[0] == '\0')
+		log_info("syncer: the cache file records no position in the change log; re-checking the whole cache");
+	else if (n == CHANGELOG_GAP)
 		log_info("syncer: the change log does not cover the cache file's position (pruned, too many changes, "
-		    "or another timeline); re-checking the whole cache");
+		    "another timeline or another database); re-checking the whole cache");
 	if (n != PG_OK)
 		return -1;
 	n = PQntuples(r);
@@ -247,7 +262,7 @@ out:
 }
 
 /* The change log is kept at least keep_ms: rows are pruned below a
- * position once it is that old (a chunk at a time), then the next
+ * snapshot once it is that old (a chunk at a time), then the next
  * position is marked. Every host's syncer prunes; the shortest keep wins. */
 struct prune {
 	char mark[CHANGELOG_POSITION_MAX + 1];
@@ -256,16 +271,16 @@ struct prune {
 	long long keep_ms;
 };
 
-static void prune_step(struct prune *pr, struct pg *pg, const char *position, long long now)
+static void prune_step(struct prune *pr, struct pg *pg, const char *snapshot, long long now)
 {
 	long long every = pr->keep_ms / 2 < SYNC_PRUNE_MS ? pr->keep_ms / 2 : SYNC_PRUNE_MS;
 	long n;
 
-	if (position[0] == '\0' || now < pr->next_ms)
+	if (snapshot[0] == '\0' || now < pr->next_ms)
 		return;
 	if (pr->mark[0] == '\0' || now - pr->mark_ms < pr->keep_ms) {
 		if (pr->mark[0] == '\0') {
-			memcpy(pr->mark, position, strlen(position) + 1);
+			memcpy(pr->mark, snapshot, strlen(snapshot) + 1);
 			pr->mark_ms = now;
 		}
 		pr->next_ms = now + every;
@@ -305,6 +320,7 @@ int syncer_run(const struct conf *conf)
 	struct pg *pg = NULL, *lpg = NULL;
 	struct ping ping;
 	struct prune prune = { .mark = "", .keep_ms = conf->cache_change_log_keep * 1000LL };
+	char dbid[CHANGELOG_ID_MAX + 1] = "", position[CHANGELOG_POSITION_MAX + 1];
 	unsigned listening_gen = 0, file_gen = 0, checked_gen = 0;
 	bool listening = false, connected = false, behind = false;
 	struct pending q = { .n = 0 };
@@ -320,6 +336,7 @@ int syncer_run(const struct conf *conf)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGQUIT, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);   /* stop, handing over to the next syncer (a reload) */
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
@@ -370,7 +387,7 @@ int syncer_run(const struct conf *conf)
 			listening_gen = pg_generation(lpg);
 			/* What was announced while no one listened: from the change
 			 * log, or else all re-checked when the first ping is back. */
-			if (replay(c, pg, &recover_by) == 0) {
+			if (replay(c, pg, dbid, &recover_by) == 0) {
 				checked_gen = listening_gen;
 				file_gen = cache_file_generation(c);
 			}
@@ -424,7 +441,8 @@ int syncer_run(const struct conf *conf)
 					checked_gen = listening_gen;
 					file_gen = cache_file_generation(c);
 					cache_listener_state(c, true, false);
-					cache_heartbeat(c, ping.position);
+					changelog_position(position, sizeof position, dbid, ping.snapshot);
+					cache_heartbeat(c, position);
 					connected = true;
 					recover_by = 0;
 					last_heartbeat = now;
@@ -442,7 +460,8 @@ int syncer_run(const struct conf *conf)
 				}
 			} else if (now - last_heartbeat >= SYNC_HEARTBEAT_MS) {
 				/* The heartbeat vouches that everything heard is applied. */
-				cache_heartbeat(c, ping.position);
+				changelog_position(position, sizeof position, dbid, ping.snapshot);
+				cache_heartbeat(c, position);
 				last_heartbeat = now;
 			}
 			/* Snapshots readers asked for, right after a heartbeat: a
@@ -451,7 +470,7 @@ int syncer_run(const struct conf *conf)
 			if (connected && now - last_heartbeat < SYNC_HEARTBEAT_MS / 2 && cache_refresh_snapshots(c, pg) > 0)
 				now = clock_mono_ms();
 			if (connected)
-				prune_step(&prune, pg, ping.position, now);
+				prune_step(&prune, pg, ping.snapshot, now);
 		} else if (behind && now >= next_remind) {
 			log_warn("syncer: %d invalidations not applied yet; retrying", q.n);
 			next_remind = now + 1000;
@@ -493,10 +512,20 @@ int syncer_run(const struct conf *conf)
 		}
 	}
 	rc = 0;
-	log_info("syncer: stopping");
+	/* Handing over: vouch one last time (everything heard is applied) and
+	 * leave the cache trusted for the next syncer, which keeps it so while
+	 * it catches up from the position (a second at most). */
+	if (handover && connected && !behind && q.n == 0) {
+		changelog_position(position, sizeof position, dbid, ping.snapshot);
+		cache_heartbeat(c, position);
+		log_info("syncer: stopping; handing the cache over to the next syncer");
+	} else {
+		handover = 0;
+		log_info("syncer: stopping");
+	}
 	pending_clear(&q);
 out:
-	if (c)
+	if (c && !handover)
 		cache_listener_state(c, false, false);
 	cache_close(c);
 	pg_free(lpg);

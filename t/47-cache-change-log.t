@@ -10,6 +10,7 @@
 #   changes than it replays): the next syncer re-checks everything.
 # - Syncers prune the log ([cache] change_log_keep) and move its horizon.
 # - TRUNCATE is announced and logged too (migration 0007).
+# - A reload (SIGHUP) hands the cache over from one syncer to the next.
 # PostgreSQL, the pool (2 workers and the syncer), nginx.
 use strict;
 use warnings;
@@ -134,6 +135,25 @@ subtest 'reads stay HITs while a new syncer catches up, for a second at most' =>
 	like(substr($S->{pool}->log_text, $log0), qr/not caught up within a second of starting/, 'the syncer says so');
 	waitpid $locker, 0;
 	ok(poll(10, sub { x_cache(req(GET => '/api/storage/steady')) eq 'HIT' }), 'HITs again once it has caught up');
+};
+
+subtest 'a reload (SIGHUP) hands the cache over: reads stay HITs' => sub {
+	put_hot('reload', 0);
+	my $old = syncer_pid();
+	my $log0 = length $S->{pool}->log_text;
+	kill 'HUP', $S->{pool}->pid;
+	my %seen;
+	my $back = within(10, sub {
+		$seen{ x_cache(req(GET => '/api/storage/reload')) }++;
+		my $p = syncer_pid();
+		return $p && $p != $old && substr($S->{pool}->log_text, $log0) =~ /the cache is trusted/;
+	});
+	ok($back, 'a new syncer vouches for the cache');
+	$seen{ x_cache(req(GET => '/api/storage/reload')) }++ for 1 .. 5;
+	is_deeply([sort keys %seen], ['HIT'], 'every read before, during and after was a HIT') or diag explain \%seen;
+	my $log = substr($S->{pool}->log_text, $log0);
+	like($log, qr/handing the cache over/, 'the old syncer handed over');
+	like($log, qr/applied \d+ changes made while no one listened/, 'the new one caught up from the log');
 };
 
 subtest 'a writer with no rights on the log still writes, and is followed' => sub {

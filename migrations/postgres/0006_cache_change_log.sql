@@ -9,6 +9,10 @@
 -- before commit, so sequence order is not commit order and a position by
 -- sequence would skip a transaction that committed late.
 --
+-- The horizon row also names this database (database_id): a position holds
+-- it, so that a cache file pointed at another database is never caught up
+-- from the wrong log.
+--
 -- Syncers prune the log (rows older than [cache] change_log_keep, ten
 -- minutes by default, a few thousand a time) and raise pruned_below in the
 -- same transaction: a syncer whose snapshot is older than that falls back
@@ -22,7 +26,8 @@ CREATE INDEX bloqr_cache_log_xid_idx ON bloqr_cache_log (xid);
 
 CREATE TABLE bloqr_cache_log_horizon (
 	id boolean PRIMARY KEY DEFAULT true CHECK (id),
-	pruned_below xid8 NOT NULL
+	pruned_below xid8 NOT NULL,
+	database_id uuid NOT NULL DEFAULT gen_random_uuid()
 );
 INSERT INTO bloqr_cache_log_horizon (pruned_below) VALUES (pg_snapshot_xmin(pg_current_snapshot()));
 

@@ -1492,9 +1492,12 @@ static char *snapshot_now(void)
 	return s;
 }
 
-/* changelog_since: 1 when payload is among what it returned, 0 when
- * not; -1 for CHANGELOG_GAP, -2 for an error. n gets the payloads. */
-static int since_has(const char *pos, const char *payload, int *n)
+static char g_dbid[CHANGELOG_ID_MAX + 1];
+
+/* changelog_since at a position as given: 1 when payload is among what
+ * it returned, 0 when not; -1 for CHANGELOG_GAP, -2 for an error. n gets
+ * the payloads. */
+static int since_raw(const char *pos, const char *payload, int *n)
 {
 	PGresult *r = NULL;
 	int rc = changelog_since(g_pg, pos, &r), found = 0;
@@ -1515,6 +1518,16 @@ static int since_has(const char *pos, const char *payload, int *n)
 	return found;
 }
 
+/* The same at this database's position for snapshot. */
+static int since_has(const char *snapshot, const char *payload, int *n)
+{
+	char pos[CHANGELOG_POSITION_MAX + 1];
+
+	if (changelog_position(pos, sizeof pos, g_dbid, snapshot) < 0)
+		bail("changelog_position", snapshot);
+	return since_raw(pos, payload, n);
+}
+
 /* The position a cache file keeps, and PostgreSQL's change log read from
  * a position: what committed outside it, in commit order's terms (a
  * transaction that began before the position and committed after it is
@@ -1531,20 +1544,31 @@ static void test_changelog(const char *url)
 
 	/* The position in the cache file. */
 	is_int(cache_position(c, buf, sizeof buf), 0, "a new file records no position");
-	cache_heartbeat(c, "100:105:101,103");
+	cache_heartbeat(c, "db 100:105:101,103");
 	is_int(cache_position(c, buf, sizeof buf), 1, "a heartbeat records its position");
-	is_str(buf, "100:105:101,103", "as given");
+	is_str(buf, "db 100:105:101,103", "as given");
 	cache_heartbeat(c, NULL);
-	cache_heartbeat(c, "");
 	cache_position(c, buf, sizeof buf);
-	is_str(buf, "100:105:101,103", "a heartbeat without one keeps the last");
+	is_str(buf, "db 100:105:101,103", "a heartbeat with NULL keeps the last");
 	is_int(cache_position(c, small, sizeof small), 0, "one longer than the caller's buffer reads as none");
+	cache_heartbeat(c, "");
+	is_int(cache_position(c, buf, sizeof buf), 0, "a heartbeat with \"\" records none");
+	cache_heartbeat(c, "db 100:105:");
 	{
 		long rows[CACHE_NTABLES];
 		is_int(cache_rebuild(c, g_pg, rows), BLOQR_OK, "a rebuild");
 		is_int(cache_position(c, buf, sizeof buf), 0, "forgets the position (it may be of another history)");
 	}
 	cache_close(c);
+
+	/* This database's identity; positions. */
+	is_int(changelog_identity(g_pg, g_dbid, sizeof g_dbid), PG_OK, "the database's identity");
+	is_int((long)strlen(g_dbid), 36, "a UUID");
+	is_int(changelog_position(buf, sizeof buf, g_dbid, "1:2:"), 0, "a position");
+	ok(strncmp(buf, g_dbid, 36) == 0 && strcmp(buf + 36, " 1:2:") == 0, "is \"<id> <snapshot>\"");
+	is_int(changelog_position(buf, sizeof buf, "", "1:2:"), -1, "none without an identity");
+	is_str(buf, "", "(empty)");
+	is_int(changelog_position(small, sizeof small, g_dbid, "1:2:"), -1, "none past the buffer");
 
 	/* What committed outside a position. */
 	p0 = snapshot_now();
@@ -1576,9 +1600,15 @@ static void test_changelog(const char *url)
 	is_int(n, 2, "...as one payload, beside k2's");
 
 	/* Where the log cannot tell. */
-	is_int(since_has("", "x", &n), -1, "no position: a gap");
+	is_int(since_raw("", "x", &n), -1, "no position: a gap");
+	is_int(since_raw(p1, "x", &n), -1, "a snapshot without the database's identity: a gap");
 	is_int(since_has("not a snapshot", "x", &n), -1, "a malformed position: a gap, not an error");
 	is_int(since_has("999999999:999999999:", "x", &n), -1, "a position ahead of the server (a restored backup): a gap");
+	{
+		char other_db[CHANGELOG_POSITION_MAX + 1];
+		changelog_position(other_db, sizeof other_db, "00000000-0000-4000-8000-000000000000", p1);
+		is_int(since_raw(other_db, "x", &n), -1, "a position in another database: a gap");
+	}
 
 	/* Pruning: rows below the position's xmin, with the horizon. */
 	free(p1);
