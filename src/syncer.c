@@ -322,7 +322,7 @@ int syncer_run(const struct conf *conf)
 	struct prune prune = { .mark = "", .keep_ms = conf->cache_change_log_keep * 1000LL };
 	char dbid[CHANGELOG_ID_MAX + 1] = "", position[CHANGELOG_POSITION_MAX + 1];
 	unsigned listening_gen = 0, file_gen = 0, checked_gen = 0;
-	bool listening = false, connected = false, behind = false;
+	bool listening = false, connected = false, behind = false, handed_over = false;
 	struct pending q = { .n = 0 };
 	long long last_heartbeat = 0, next_remind = 0, next_checkpoint = 0, recover_by = 0;
 	int retry_ms = SYNC_RETRY_MIN_MS;
@@ -518,14 +518,14 @@ int syncer_run(const struct conf *conf)
 	if (handover && connected && !behind && q.n == 0) {
 		changelog_position(position, sizeof position, dbid, ping.snapshot);
 		cache_heartbeat(c, position);
+		handed_over = true;
 		log_info("syncer: stopping; handing the cache over to the next syncer");
 	} else {
-		handover = 0;
 		log_info("syncer: stopping");
 	}
 	pending_clear(&q);
 out:
-	if (c && !handover)
+	if (c && !handed_over)
 		cache_listener_state(c, false, false);
 	cache_close(c);
 	pg_free(lpg);
