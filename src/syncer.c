@@ -297,6 +297,17 @@ static void prune_step(struct prune *pr, struct pg *pg, const char *snapshot, lo
 	pr->next_ms = now + every;
 }
 
+/* The heartbeat: everything heard up to the ping whose snapshot this is
+ * is applied, which makes it the cache file's position in the change log
+ * (none while the database's identity is unknown). */
+static void vouch(struct cache *c, const char *dbid, const char *snapshot)
+{
+	char position[CHANGELOG_POSITION_MAX + 1];
+
+	changelog_position(position, sizeof position, dbid, snapshot);
+	cache_heartbeat(c, position);
+}
+
 /* LISTEN on the invalidation channel and the ping channel, in one round
  * trip. Returns a pg_err. */
 static int listen_all(struct pg *lpg, const struct ping *p)
@@ -320,7 +331,7 @@ int syncer_run(const struct conf *conf)
 	struct pg *pg = NULL, *lpg = NULL;
 	struct ping ping;
 	struct prune prune = { .mark = "", .keep_ms = conf->cache_change_log_keep * 1000LL };
-	char dbid[CHANGELOG_ID_MAX + 1] = "", position[CHANGELOG_POSITION_MAX + 1];
+	char dbid[CHANGELOG_ID_MAX + 1] = "";
 	unsigned listening_gen = 0, file_gen = 0, checked_gen = 0;
 	bool listening = false, connected = false, behind = false, handed_over = false;
 	struct pending q = { .n = 0 };
@@ -441,8 +452,7 @@ int syncer_run(const struct conf *conf)
 					checked_gen = listening_gen;
 					file_gen = cache_file_generation(c);
 					cache_listener_state(c, true, false);
-					changelog_position(position, sizeof position, dbid, ping.snapshot);
-					cache_heartbeat(c, position);
+					vouch(c, dbid, ping.snapshot);
 					connected = true;
 					recover_by = 0;
 					last_heartbeat = now;
@@ -460,8 +470,7 @@ int syncer_run(const struct conf *conf)
 				}
 			} else if (now - last_heartbeat >= SYNC_HEARTBEAT_MS) {
 				/* The heartbeat vouches that everything heard is applied. */
-				changelog_position(position, sizeof position, dbid, ping.snapshot);
-				cache_heartbeat(c, position);
+				vouch(c, dbid, ping.snapshot);
 				last_heartbeat = now;
 			}
 			/* Snapshots readers asked for, right after a heartbeat: a
@@ -516,8 +525,7 @@ int syncer_run(const struct conf *conf)
 	 * leave the cache trusted for the next syncer, which keeps it so while
 	 * it catches up from the position (a second at most). */
 	if (handover && connected && !behind && q.n == 0) {
-		changelog_position(position, sizeof position, dbid, ping.snapshot);
-		cache_heartbeat(c, position);
+		vouch(c, dbid, ping.snapshot);
 		handed_over = true;
 		log_info("syncer: stopping; handing the cache over to the next syncer");
 	} else {
